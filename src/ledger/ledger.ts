@@ -1,0 +1,958 @@
+// The ledger state machine: double entry with TigerBeetle's semantics over u64 numbers.
+//
+// Pure and deterministic: no I/O, no clock, no randomness. Time is an input (`now_ns`) that the
+// caller logs with the batch, so that replaying the log reproduces the state byte for byte.
+// Every check follows PROTOCOL.md section 4, where the status enum order is also the precedence.
+
+import {
+  type Account,
+  type AccountBalance,
+  type AccountFilter,
+  type AccountInput,
+  type CreateResult,
+  type QueryFilter,
+  type Transfer,
+  type TransferInput,
+  ACCOUNT_FILTER_FLAGS_KNOWN,
+  ACCOUNT_FLAGS_KNOWN,
+  AccountFilterFlags,
+  AccountFlags,
+  CreateAccountStatus as AS,
+  CreateTransferStatus as TS,
+  EVENTS_PER_REQUEST_MAX,
+  NS_PER_S,
+  QUERY_FILTER_FLAGS_KNOWN,
+  QueryFilterFlags,
+  TRANSFER_FLAGS_KNOWN,
+  TRANSIENT_TRANSFER_STATUSES,
+  TransferFlags as TF,
+  U64_MAX,
+} from './types.ts';
+import { pushIndexed, timestampRange, upperBound, lowerBound } from './sorted.ts';
+import { ExpiryQueue } from './expiry.ts';
+
+/** Where a pending transfer stands; stored beside it, since transfers themselves are immutable. */
+export const PendingStatus = { pending: 1, posted: 2, voided: 3, expired: 4 } as const;
+export type PendingStatusValue = (typeof PendingStatus)[keyof typeof PendingStatus];
+
+/** Imported timestamps must fit in 63 bits, as TigerBeetle's do (the top bit is reserved). */
+export const TIMESTAMP_MAX = (1n << 63n) - 1n;
+
+const ACCOUNT_BALANCE_FLAGS = AccountFlags.debits_must_not_exceed_credits | AccountFlags.credits_must_not_exceed_debits;
+
+/** Per account: its transfers on each side and, with `history`, its balance after each of them. */
+export interface AccountIndex {
+  debits: Transfer[];
+  credits: Transfer[];
+  history: AccountBalance[] | null;
+}
+
+export interface PendingState {
+  status: PendingStatusValue;
+  /** 0 when the pending transfer has no timeout. */
+  expires_at: bigint;
+}
+
+// Undo records for the scope of a linked chain. Tagged tuples, not closures: no allocation per
+// event outside chains, and one small array per mutation inside them.
+const UNDO_ACCOUNT_BALANCES = 0;
+const UNDO_ACCOUNT_INSERT = 1;
+const UNDO_TRANSFER_INSERT = 2;
+const UNDO_PENDING_STATUS = 3;
+type Undo =
+  | [typeof UNDO_ACCOUNT_BALANCES, Account, bigint, bigint, bigint, bigint, number]
+  | [typeof UNDO_ACCOUNT_INSERT, Account]
+  | [typeof UNDO_TRANSFER_INSERT, Transfer]
+  | [typeof UNDO_PENDING_STATUS, bigint, PendingState | undefined];
+
+/** What a checkpoint must write: objects created or changed since the last one. */
+export interface LedgerChanges {
+  accounts: Account[];
+  transfers: Transfer[];
+  pending: Array<[bigint, PendingState]>;
+  transient: bigint[];
+  /** New history entries: (account id, balance after a transfer). */
+  history: Array<[bigint, AccountBalance]>;
+}
+
+interface ScopedTransfer {
+  transfer: Transfer;
+  dr_balance: AccountBalance | null;
+  cr_balance: AccountBalance | null;
+}
+
+export class Ledger {
+  readonly accounts = new Map<bigint, Account>();
+  readonly transfers = new Map<bigint, Transfer>();
+  readonly pending = new Map<bigint, PendingState>();
+  /** Ids whose transfer failed with a transient status: reusing them is `id_already_failed`. */
+  readonly transient = new Set<bigint>();
+
+  /** Greatest timestamp assigned or imported so far; every new one is above it. */
+  last_timestamp = 0n;
+  /** Greatest account / transfer timestamp: imported events must not regress below these. */
+  account_timestamp_max = 0n;
+  transfer_timestamp_max = 0n;
+
+  private readonly account_index = new Map<bigint, AccountIndex>();
+  private readonly accounts_by_time: Account[] = [];
+  private readonly accounts_by_user_data_64 = new Map<bigint, Account[]>();
+  private readonly accounts_by_user_data_32 = new Map<number, Account[]>();
+  private readonly accounts_by_ledger = new Map<number, Account[]>();
+  private readonly accounts_by_code = new Map<number, Account[]>();
+  private readonly transfers_by_time: Transfer[] = [];
+  private readonly transfers_by_user_data_64 = new Map<bigint, Transfer[]>();
+  private readonly transfers_by_user_data_32 = new Map<number, Transfer[]>();
+  private readonly transfers_by_ledger = new Map<number, Transfer[]>();
+  private readonly transfers_by_code = new Map<number, Transfer[]>();
+  private readonly expiry = new ExpiryQueue();
+
+  // Linked-chain scope: undo records, and index work deferred until the chain persists.
+  private scope_open = false;
+  private readonly undo: Undo[] = [];
+  private readonly scope_accounts: Account[] = [];
+  private readonly scope_transfers: ScopedTransfer[] = [];
+
+  // Change tracking for incremental checkpoints.
+  private readonly changed_accounts = new Set<Account>();
+  private changed_transfers: Transfer[] = [];
+  private readonly changed_pending = new Set<bigint>();
+  private changed_transient: bigint[] = [];
+  private changed_history: Array<[bigint, AccountBalance]> = [];
+
+  // ---------------------------------------------------------------------------------------------
+  // Commands.
+
+  /**
+   * The batch timestamp: the caller's clock, pushed forward so that the batch's events get
+   * timestamps strictly above every earlier one, whatever the clock did.
+   */
+  batchTimestamp(now_ns: bigint, count: number): bigint {
+    assert(now_ns >= 0n, 'now_ns must be non-negative');
+    const floor = this.last_timestamp + BigInt(Math.max(count, 1));
+    return now_ns > floor ? now_ns : floor;
+  }
+
+  createAccounts(events: readonly AccountInput[], now_ns: bigint): CreateResult {
+    assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
+    const timestamp = this.batchTimestamp(now_ns, events.length);
+    this.expirePending(timestamp - BigInt(events.length) + 1n);
+    const result = this.execute(events, timestamp, false);
+    this.last_timestamp = timestamp;
+    return result;
+  }
+
+  createTransfers(events: readonly TransferInput[], now_ns: bigint): CreateResult {
+    assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
+    const timestamp = this.batchTimestamp(now_ns, events.length);
+    this.expirePending(timestamp - BigInt(events.length) + 1n);
+    const result = this.execute(events, timestamp, true);
+    this.last_timestamp = timestamp;
+    return result;
+  }
+
+  /** Expires every pending transfer due at `now_ns`; the engine calls it when no batch comes. */
+  pulse(now_ns: bigint): number {
+    const timestamp = this.batchTimestamp(now_ns, 1);
+    const expired = this.expirePending(timestamp);
+    this.last_timestamp = timestamp;
+    return expired;
+  }
+
+  /** The earliest deadline among live pending transfers, or 0 when none has a timeout. */
+  nextExpiry(): bigint {
+    for (;;) {
+      const head = this.expiry.peek();
+      if (head === undefined) return 0n;
+      const state = this.pending.get(head.id);
+      if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === head.expires_at) {
+        return head.expires_at;
+      }
+      this.expiry.pop();
+    }
+  }
+
+  private execute(events: readonly (AccountInput | TransferInput)[], timestamp: bigint, transfers: boolean): CreateResult {
+    const count = events.length;
+    const status: number[] = new Array(count);
+    const timestamps: bigint[] = new Array(count);
+    if (count === 0) return { status, timestamp: timestamps };
+    const imported_flag = transfers ? TF.imported : AccountFlags.imported;
+    const batch_imported = (events[0].flags & imported_flag) !== 0;
+    const LINKED = transfers ? TF.linked : AccountFlags.linked;
+    let chain = -1;
+    let chain_broken = false;
+
+    for (let index = 0; index < count; index++) {
+      const event = events[index];
+      const event_timestamp = timestamp - BigInt(count) + BigInt(index) + 1n;
+      let result: number;
+      if ((event.flags & LINKED) !== 0 && chain === -1) {
+        chain = index;
+        this.scopeOpen();
+      }
+      if ((event.flags & LINKED) !== 0 && index === count - 1) {
+        result = transfers ? TS.linked_event_chain_open : AS.linked_event_chain_open;
+      } else if (chain_broken) {
+        result = transfers ? TS.linked_event_failed : AS.linked_event_failed;
+      } else if (batch_imported !== ((event.flags & imported_flag) !== 0)) {
+        result = batch_imported
+          ? transfers ? TS.imported_event_expected : AS.imported_event_expected
+          : transfers ? TS.imported_event_not_expected : AS.imported_event_not_expected;
+      } else if ((event.flags & imported_flag) !== 0) {
+        if (event.timestamp < 1n || event.timestamp > TIMESTAMP_MAX) {
+          result = transfers ? TS.imported_event_timestamp_out_of_range : AS.imported_event_timestamp_out_of_range;
+        } else if (event.timestamp >= timestamp) {
+          result = transfers ? TS.imported_event_timestamp_must_not_advance : AS.imported_event_timestamp_must_not_advance;
+        } else {
+          result = transfers
+            ? this.createTransfer(event as TransferInput, event.timestamp)
+            : this.createAccount(event as AccountInput, event.timestamp);
+        }
+      } else if (event.timestamp !== 0n) {
+        result = transfers ? TS.timestamp_must_be_zero : AS.timestamp_must_be_zero;
+      } else {
+        result = transfers
+          ? this.createTransfer(event as TransferInput, event_timestamp)
+          : this.createAccount(event as AccountInput, event_timestamp);
+      }
+
+      if (result !== 0 && chain !== -1 && !chain_broken) {
+        chain_broken = true;
+        this.scopeDiscard();
+        const failed = transfers ? TS.linked_event_failed : AS.linked_event_failed;
+        for (let i = chain; i < index; i++) {
+          status[i] = failed;
+          timestamps[i] = 0n;
+        }
+      }
+      if (transfers && TRANSIENT_TRANSFER_STATUSES.has(result)) {
+        this.transient.add(event.id);
+        this.changed_transient.push(event.id);
+      }
+      status[index] = result;
+      timestamps[index] = result === 0 ? this.createdTimestamp(event, transfers) : this.existingTimestamp(event, result, transfers);
+
+      if (chain !== -1 && ((event.flags & LINKED) === 0 || result === (transfers ? TS.linked_event_chain_open : AS.linked_event_chain_open))) {
+        if (!chain_broken) this.scopePersist();
+        chain = -1;
+        chain_broken = false;
+      }
+    }
+    // A chain still open here ended on its last event, which closed it above.
+    assert(!this.scope_open, 'scope left open');
+    return { status, timestamp: timestamps };
+  }
+
+  private createdTimestamp(event: AccountInput | TransferInput, transfers: boolean): bigint {
+    const object = transfers ? this.transfers.get(event.id) : this.accounts.get(event.id);
+    assert(object !== undefined, 'created object is stored');
+    return object.timestamp;
+  }
+
+  private existingTimestamp(event: AccountInput | TransferInput, result: number, transfers: boolean): bigint {
+    if (result !== (transfers ? TS.exists : AS.exists)) return 0n;
+    const object = transfers ? this.transfers.get(event.id) : this.accounts.get(event.id);
+    return object === undefined ? 0n : object.timestamp;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // create_accounts
+
+  private createAccount(a: AccountInput, timestamp: bigint): number {
+    if ((a.flags & ~ACCOUNT_FLAGS_KNOWN) !== 0) return AS.reserved_flag;
+    if (a.id === 0n) return AS.id_must_not_be_zero;
+    if (a.id === U64_MAX) return AS.id_must_not_be_int_max;
+    const existing = this.accounts.get(a.id);
+    if (existing !== undefined) {
+      if (a.flags !== existing.flags) return AS.exists_with_different_flags;
+      if (a.user_data_64 !== existing.user_data_64) return AS.exists_with_different_user_data_64;
+      if (a.user_data_32 !== existing.user_data_32) return AS.exists_with_different_user_data_32;
+      if (a.ledger !== existing.ledger) return AS.exists_with_different_ledger;
+      if (a.code !== existing.code) return AS.exists_with_different_code;
+      return AS.exists;
+    }
+    if ((a.flags & ACCOUNT_BALANCE_FLAGS) === ACCOUNT_BALANCE_FLAGS) return AS.flags_are_mutually_exclusive;
+    if (a.ledger === 0) return AS.ledger_must_not_be_zero;
+    if (a.code === 0) return AS.code_must_not_be_zero;
+    if ((a.flags & AccountFlags.imported) !== 0) {
+      if (timestamp <= this.account_timestamp_max || timestamp <= this.transfer_timestamp_max) {
+        return AS.imported_event_timestamp_must_not_regress;
+      }
+    }
+    const account: Account = {
+      id: a.id,
+      debits_pending: 0n,
+      debits_posted: 0n,
+      credits_pending: 0n,
+      credits_posted: 0n,
+      user_data_64: a.user_data_64,
+      user_data_32: a.user_data_32,
+      ledger: a.ledger,
+      code: a.code,
+      flags: a.flags,
+      timestamp,
+    };
+    this.accounts.set(account.id, account);
+    if (timestamp > this.account_timestamp_max) this.account_timestamp_max = timestamp;
+    if (this.scope_open) {
+      this.undo.push([UNDO_ACCOUNT_INSERT, account]);
+      this.scope_accounts.push(account);
+    } else {
+      this.indexAccount(account);
+    }
+    return AS.created;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // create_transfers
+
+  private createTransfer(t: TransferInput, timestamp: bigint): number {
+    if ((t.flags & ~TRANSFER_FLAGS_KNOWN) !== 0) return TS.reserved_flag;
+    if (t.id === 0n) return TS.id_must_not_be_zero;
+    if (t.id === U64_MAX) return TS.id_must_not_be_int_max;
+    const existing = this.transfers.get(t.id);
+    if (existing !== undefined) return this.transferExists(t, existing);
+    if (this.transient.has(t.id)) return TS.id_already_failed;
+
+    const flags = t.flags;
+    const post_or_void = (flags & (TF.post_pending_transfer | TF.void_pending_transfer)) !== 0;
+    if (mutuallyExclusive(flags)) return TS.flags_are_mutually_exclusive;
+    if (post_or_void) return this.postOrVoidPendingTransfer(t, timestamp);
+
+    if (t.debit_account_id === 0n) return TS.debit_account_id_must_not_be_zero;
+    if (t.debit_account_id === U64_MAX) return TS.debit_account_id_must_not_be_int_max;
+    if (t.credit_account_id === 0n) return TS.credit_account_id_must_not_be_zero;
+    if (t.credit_account_id === U64_MAX) return TS.credit_account_id_must_not_be_int_max;
+    if (t.credit_account_id === t.debit_account_id) return TS.accounts_must_be_different;
+    if (t.pending_id !== 0n) return TS.pending_id_must_be_zero;
+    const is_pending = (flags & TF.pending) !== 0;
+    if (!is_pending) {
+      if (t.timeout !== 0) return TS.timeout_reserved_for_pending_transfer;
+      if ((flags & (TF.closing_debit | TF.closing_credit)) !== 0) return TS.closing_transfer_must_be_pending;
+    }
+    if (t.ledger === 0) return TS.ledger_must_not_be_zero;
+    if (t.code === 0) return TS.code_must_not_be_zero;
+
+    const dr = this.accounts.get(t.debit_account_id);
+    if (dr === undefined) return TS.debit_account_not_found;
+    const cr = this.accounts.get(t.credit_account_id);
+    if (cr === undefined) return TS.credit_account_not_found;
+    if (dr.ledger !== cr.ledger) return TS.accounts_must_have_the_same_ledger;
+    if (t.ledger !== dr.ledger) return TS.transfer_must_have_the_same_ledger_as_accounts;
+
+    if ((flags & TF.imported) !== 0) {
+      if (timestamp <= this.transfer_timestamp_max || timestamp <= this.account_timestamp_max) {
+        return TS.imported_event_timestamp_must_not_regress;
+      }
+      if (timestamp <= dr.timestamp) return TS.imported_event_timestamp_must_postdate_debit_account;
+      if (timestamp <= cr.timestamp) return TS.imported_event_timestamp_must_postdate_credit_account;
+      if (t.timeout !== 0) return TS.imported_event_timeout_must_be_zero;
+    }
+    if ((dr.flags & AccountFlags.closed) !== 0) return TS.debit_account_already_closed;
+    if ((cr.flags & AccountFlags.closed) !== 0) return TS.credit_account_already_closed;
+
+    let amount = t.amount;
+    if ((flags & TF.balancing_debit) !== 0) {
+      const dr_balance = dr.debits_posted + dr.debits_pending;
+      amount = min(amount, saturatingSub(dr.credits_posted, dr_balance));
+    }
+    if ((flags & TF.balancing_credit) !== 0) {
+      const cr_balance = cr.credits_posted + cr.credits_pending;
+      amount = min(amount, saturatingSub(cr.debits_posted, cr_balance));
+    }
+
+    if (is_pending) {
+      if (amount + dr.debits_pending > U64_MAX) return TS.overflows_debits_pending;
+      if (amount + cr.credits_pending > U64_MAX) return TS.overflows_credits_pending;
+    }
+    if (amount + dr.debits_posted > U64_MAX) return TS.overflows_debits_posted;
+    if (amount + cr.credits_posted > U64_MAX) return TS.overflows_credits_posted;
+    if (amount + dr.debits_pending + dr.debits_posted > U64_MAX) return TS.overflows_debits;
+    if (amount + cr.credits_pending + cr.credits_posted > U64_MAX) return TS.overflows_credits;
+    const timeout_ns = BigInt(t.timeout) * NS_PER_S;
+    if (timestamp + timeout_ns > U64_MAX) return TS.overflows_timeout;
+
+    if ((dr.flags & AccountFlags.debits_must_not_exceed_credits) !== 0) {
+      if (dr.debits_pending + dr.debits_posted + amount > dr.credits_posted) return TS.exceeds_credits;
+    }
+    if ((cr.flags & AccountFlags.credits_must_not_exceed_debits) !== 0) {
+      if (cr.credits_pending + cr.credits_posted + amount > cr.debits_posted) return TS.exceeds_debits;
+    }
+
+    const transfer: Transfer = {
+      id: t.id,
+      debit_account_id: t.debit_account_id,
+      credit_account_id: t.credit_account_id,
+      amount,
+      pending_id: 0n,
+      user_data_64: t.user_data_64,
+      user_data_32: t.user_data_32,
+      timeout: t.timeout,
+      ledger: t.ledger,
+      code: t.code,
+      flags,
+      timestamp,
+    };
+    this.touchAccount(dr);
+    this.touchAccount(cr);
+    if (is_pending) {
+      dr.debits_pending += amount;
+      cr.credits_pending += amount;
+      this.setPending(t.id, { status: PendingStatus.pending, expires_at: t.timeout === 0 ? 0n : timestamp + timeout_ns });
+      if ((flags & TF.closing_debit) !== 0) dr.flags |= AccountFlags.closed;
+      if ((flags & TF.closing_credit) !== 0) cr.flags |= AccountFlags.closed;
+    } else {
+      dr.debits_posted += amount;
+      cr.credits_posted += amount;
+    }
+    this.insertTransfer(transfer, dr, cr);
+    return TS.created;
+  }
+
+  private postOrVoidPendingTransfer(t: TransferInput, timestamp: bigint): number {
+    const flags = t.flags;
+    const posting = (flags & TF.post_pending_transfer) !== 0;
+    if (t.pending_id === 0n) return TS.pending_id_must_not_be_zero;
+    if (t.pending_id === U64_MAX) return TS.pending_id_must_not_be_int_max;
+    if (t.pending_id === t.id) return TS.pending_id_must_be_different;
+    if (t.timeout !== 0) return TS.timeout_reserved_for_pending_transfer;
+
+    const p = this.transfers.get(t.pending_id);
+    if (p === undefined) return TS.pending_transfer_not_found;
+    if ((p.flags & TF.pending) === 0) return TS.pending_transfer_not_pending;
+    const state = this.pending.get(p.id);
+    assert(state !== undefined, 'pending transfer has a state');
+
+    const dr = this.accounts.get(p.debit_account_id);
+    const cr = this.accounts.get(p.credit_account_id);
+    assert(dr !== undefined && cr !== undefined, 'pending transfer accounts exist');
+
+    if (t.debit_account_id !== 0n && t.debit_account_id !== p.debit_account_id) {
+      return TS.pending_transfer_has_different_debit_account_id;
+    }
+    if (t.credit_account_id !== 0n && t.credit_account_id !== p.credit_account_id) {
+      return TS.pending_transfer_has_different_credit_account_id;
+    }
+    if (t.ledger !== 0 && t.ledger !== p.ledger) return TS.pending_transfer_has_different_ledger;
+    if (t.code !== 0 && t.code !== p.code) return TS.pending_transfer_has_different_code;
+
+    // Post: zero or the maximum posts the whole pending amount, less posts part of it.
+    // Void: zero or the pending amount; anything else is an error.
+    const amount = posting ? (t.amount === 0n || t.amount === U64_MAX ? p.amount : t.amount) : p.amount;
+    if (posting) {
+      if (amount > p.amount) return TS.exceeds_pending_transfer_amount;
+    } else if (t.amount !== 0n && t.amount !== U64_MAX && t.amount !== p.amount) {
+      if (t.amount > p.amount) return TS.exceeds_pending_transfer_amount;
+      return TS.pending_transfer_has_different_amount;
+    }
+
+    if (state.status === PendingStatus.posted) return TS.pending_transfer_already_posted;
+    if (state.status === PendingStatus.voided) return TS.pending_transfer_already_voided;
+    if (state.status === PendingStatus.expired) return TS.pending_transfer_expired;
+    if (state.expires_at !== 0n && state.expires_at <= timestamp) return TS.pending_transfer_expired;
+
+    if ((flags & TF.imported) !== 0) {
+      if (timestamp <= this.transfer_timestamp_max || timestamp <= this.account_timestamp_max) {
+        return TS.imported_event_timestamp_must_not_regress;
+      }
+      if (timestamp <= dr.timestamp) return TS.imported_event_timestamp_must_postdate_debit_account;
+      if (timestamp <= cr.timestamp) return TS.imported_event_timestamp_must_postdate_credit_account;
+    }
+    // The closing transfer itself closed these accounts; posting or voiding it is still allowed.
+    if ((dr.flags & AccountFlags.closed) !== 0 && (p.flags & TF.closing_debit) === 0) {
+      return TS.debit_account_already_closed;
+    }
+    if ((cr.flags & AccountFlags.closed) !== 0 && (p.flags & TF.closing_credit) === 0) {
+      return TS.credit_account_already_closed;
+    }
+    if (posting) {
+      if (amount + dr.debits_posted > U64_MAX) return TS.overflows_debits_posted;
+      if (amount + cr.credits_posted > U64_MAX) return TS.overflows_credits_posted;
+    }
+
+    const transfer: Transfer = {
+      id: t.id,
+      debit_account_id: p.debit_account_id,
+      credit_account_id: p.credit_account_id,
+      amount,
+      pending_id: t.pending_id,
+      user_data_64: t.user_data_64 === 0n ? p.user_data_64 : t.user_data_64,
+      user_data_32: t.user_data_32 === 0 ? p.user_data_32 : t.user_data_32,
+      timeout: 0,
+      ledger: p.ledger,
+      code: p.code,
+      flags,
+      timestamp,
+    };
+    this.touchAccount(dr);
+    this.touchAccount(cr);
+    dr.debits_pending -= p.amount;
+    cr.credits_pending -= p.amount;
+    if (posting) {
+      dr.debits_posted += amount;
+      cr.credits_posted += amount;
+      this.setPending(p.id, { status: PendingStatus.posted, expires_at: state.expires_at });
+    } else {
+      if ((p.flags & TF.closing_debit) !== 0) dr.flags &= ~AccountFlags.closed;
+      if ((p.flags & TF.closing_credit) !== 0) cr.flags &= ~AccountFlags.closed;
+      this.setPending(p.id, { status: PendingStatus.voided, expires_at: state.expires_at });
+    }
+    this.insertTransfer(transfer, dr, cr);
+    return TS.created;
+  }
+
+  private transferExists(t: TransferInput, e: Transfer): number {
+    if (t.flags !== e.flags) return TS.exists_with_different_flags;
+    if (t.pending_id !== e.pending_id) return TS.exists_with_different_pending_id;
+    if (t.timeout !== e.timeout) return TS.exists_with_different_timeout;
+    const post_or_void = (t.flags & (TF.post_pending_transfer | TF.void_pending_transfer)) !== 0;
+    if (post_or_void) {
+      // Fields left zero were taken from the pending transfer.
+      if (t.debit_account_id !== 0n && t.debit_account_id !== e.debit_account_id) {
+        return TS.exists_with_different_debit_account_id;
+      }
+      if (t.credit_account_id !== 0n && t.credit_account_id !== e.credit_account_id) {
+        return TS.exists_with_different_credit_account_id;
+      }
+      const p = this.transfers.get(e.pending_id);
+      const whole = p !== undefined && e.amount === p.amount;
+      const same_amount = t.amount === e.amount || ((t.amount === 0n || t.amount === U64_MAX) && whole);
+      if (!same_amount) return TS.exists_with_different_amount;
+      if (t.user_data_64 !== 0n && t.user_data_64 !== e.user_data_64) return TS.exists_with_different_user_data_64;
+      if (t.user_data_32 !== 0 && t.user_data_32 !== e.user_data_32) return TS.exists_with_different_user_data_32;
+      if (t.ledger !== 0 && t.ledger !== e.ledger) return TS.exists_with_different_ledger;
+      if (t.code !== 0 && t.code !== e.code) return TS.exists_with_different_code;
+      return TS.exists;
+    }
+    if (t.debit_account_id !== e.debit_account_id) return TS.exists_with_different_debit_account_id;
+    if (t.credit_account_id !== e.credit_account_id) return TS.exists_with_different_credit_account_id;
+    // A balancing transfer records the amount it moved, which may be less than it asked for.
+    const balancing = (t.flags & (TF.balancing_debit | TF.balancing_credit)) !== 0;
+    if (balancing ? t.amount < e.amount : t.amount !== e.amount) return TS.exists_with_different_amount;
+    if (t.user_data_64 !== e.user_data_64) return TS.exists_with_different_user_data_64;
+    if (t.user_data_32 !== e.user_data_32) return TS.exists_with_different_user_data_32;
+    if (t.ledger !== e.ledger) return TS.exists_with_different_ledger;
+    if (t.code !== e.code) return TS.exists_with_different_code;
+    return TS.exists;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Expiry
+
+  private expirePending(now: bigint): number {
+    let expired = 0;
+    for (;;) {
+      const head = this.expiry.peek();
+      if (head === undefined || head.expires_at > now) break;
+      this.expiry.pop();
+      const state = this.pending.get(head.id);
+      if (state === undefined || state.status !== PendingStatus.pending || state.expires_at !== head.expires_at) continue;
+      const p = this.transfers.get(head.id);
+      assert(p !== undefined, 'expiring transfer exists');
+      const dr = this.accounts.get(p.debit_account_id);
+      const cr = this.accounts.get(p.credit_account_id);
+      assert(dr !== undefined && cr !== undefined, 'expiring transfer accounts exist');
+      this.touchAccount(dr);
+      this.touchAccount(cr);
+      dr.debits_pending -= p.amount;
+      cr.credits_pending -= p.amount;
+      if ((p.flags & TF.closing_debit) !== 0) dr.flags &= ~AccountFlags.closed;
+      if ((p.flags & TF.closing_credit) !== 0) cr.flags &= ~AccountFlags.closed;
+      this.setPending(p.id, { status: PendingStatus.expired, expires_at: state.expires_at });
+      expired++;
+    }
+    return expired;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Mutation helpers: every change goes through these, so that chains can undo and checkpoints
+  // can find what changed.
+
+  private touchAccount(account: Account): void {
+    if (this.scope_open) {
+      this.undo.push([
+        UNDO_ACCOUNT_BALANCES,
+        account,
+        account.debits_pending,
+        account.debits_posted,
+        account.credits_pending,
+        account.credits_posted,
+        account.flags,
+      ]);
+    }
+    this.changed_accounts.add(account);
+  }
+
+  private setPending(id: bigint, state: PendingState): void {
+    if (this.scope_open) this.undo.push([UNDO_PENDING_STATUS, id, this.pending.get(id)]);
+    this.pending.set(id, state);
+    this.changed_pending.add(id);
+    if (state.status === PendingStatus.pending && state.expires_at !== 0n && !this.scope_open) {
+      this.expiry.push(state.expires_at, id);
+    }
+  }
+
+  private insertTransfer(transfer: Transfer, dr: Account, cr: Account): void {
+    this.transfers.set(transfer.id, transfer);
+    if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
+    // History records the balance right after this transfer, before later events move it again.
+    const dr_balance = (dr.flags & AccountFlags.history) !== 0 ? balanceOf(dr, transfer.timestamp) : null;
+    const cr_balance = (cr.flags & AccountFlags.history) !== 0 ? balanceOf(cr, transfer.timestamp) : null;
+    if (this.scope_open) {
+      this.undo.push([UNDO_TRANSFER_INSERT, transfer]);
+      this.scope_transfers.push({ transfer, dr_balance, cr_balance });
+    } else {
+      this.indexTransfer(transfer, dr_balance, cr_balance);
+    }
+  }
+
+  private scopeOpen(): void {
+    assert(!this.scope_open, 'nested scope');
+    this.scope_open = true;
+  }
+
+  private scopePersist(): void {
+    assert(this.scope_open, 'no scope to persist');
+    this.scope_open = false;
+    this.undo.length = 0;
+    for (const account of this.scope_accounts) this.indexAccount(account);
+    for (const { transfer, dr_balance, cr_balance } of this.scope_transfers) {
+      this.indexTransfer(transfer, dr_balance, cr_balance);
+      const state = (transfer.flags & TF.pending) !== 0 ? this.pending.get(transfer.id) : undefined;
+      if (state !== undefined && state.status === PendingStatus.pending && state.expires_at !== 0n) {
+        this.expiry.push(state.expires_at, transfer.id);
+      }
+    }
+    this.scope_accounts.length = 0;
+    this.scope_transfers.length = 0;
+  }
+
+  private scopeDiscard(): void {
+    assert(this.scope_open, 'no scope to discard');
+    for (let i = this.undo.length - 1; i >= 0; i--) {
+      const undo = this.undo[i];
+      switch (undo[0]) {
+        case UNDO_ACCOUNT_BALANCES: {
+          const account = undo[1];
+          account.debits_pending = undo[2];
+          account.debits_posted = undo[3];
+          account.credits_pending = undo[4];
+          account.credits_posted = undo[5];
+          account.flags = undo[6];
+          break;
+        }
+        case UNDO_ACCOUNT_INSERT:
+          this.accounts.delete(undo[1].id);
+          this.changed_accounts.delete(undo[1]);
+          break;
+        case UNDO_TRANSFER_INSERT:
+          this.transfers.delete(undo[1].id);
+          break;
+        case UNDO_PENDING_STATUS:
+          if (undo[2] === undefined) this.pending.delete(undo[1]);
+          else this.pending.set(undo[1], undo[2]);
+          break;
+      }
+    }
+    this.undo.length = 0;
+    this.scope_accounts.length = 0;
+    this.scope_transfers.length = 0;
+    this.scope_open = false;
+    // The chain's timestamps stay consumed, but the maxima must not keep a discarded object's.
+    this.account_timestamp_max = this.recomputeMax(this.accounts_by_time, this.account_timestamp_max);
+    this.transfer_timestamp_max = this.recomputeMax(this.transfers_by_time, this.transfer_timestamp_max);
+  }
+
+  private recomputeMax(items: readonly { timestamp: bigint }[], current: bigint): bigint {
+    const last = items.length === 0 ? 0n : items[items.length - 1].timestamp;
+    return last < current ? last : current;
+  }
+
+  private indexAccount(account: Account): void {
+    this.accounts_by_time.push(account);
+    this.account_index.set(account.id, {
+      debits: [],
+      credits: [],
+      history: (account.flags & AccountFlags.history) !== 0 ? [] : null,
+    });
+    if (account.user_data_64 !== 0n) pushIndexed(this.accounts_by_user_data_64, account.user_data_64, account);
+    if (account.user_data_32 !== 0) pushIndexed(this.accounts_by_user_data_32, account.user_data_32, account);
+    pushIndexed(this.accounts_by_ledger, account.ledger, account);
+    pushIndexed(this.accounts_by_code, account.code, account);
+  }
+
+  private indexTransfer(transfer: Transfer, dr_balance: AccountBalance | null, cr_balance: AccountBalance | null): void {
+    this.changed_transfers.push(transfer);
+    this.transfers_by_time.push(transfer);
+    if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+    pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+    pushIndexed(this.transfers_by_code, transfer.code, transfer);
+    const dr_index = this.account_index.get(transfer.debit_account_id)!;
+    const cr_index = this.account_index.get(transfer.credit_account_id)!;
+    dr_index.debits.push(transfer);
+    cr_index.credits.push(transfer);
+    if (dr_balance !== null) {
+      dr_index.history!.push(dr_balance);
+      this.changed_history.push([transfer.debit_account_id, dr_balance]);
+    }
+    if (cr_balance !== null) {
+      cr_index.history!.push(cr_balance);
+      this.changed_history.push([transfer.credit_account_id, cr_balance]);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Queries. Each walks an index in timestamp order from a binary-searched start.
+
+  lookupAccounts(ids: readonly bigint[]): Account[] {
+    const out: Account[] = [];
+    for (const id of ids) {
+      const account = this.accounts.get(id);
+      if (account !== undefined) out.push({ ...account });
+    }
+    return out;
+  }
+
+  lookupTransfers(ids: readonly bigint[]): Transfer[] {
+    const out: Transfer[] = [];
+    for (const id of ids) {
+      const transfer = this.transfers.get(id);
+      if (transfer !== undefined) out.push({ ...transfer });
+    }
+    return out;
+  }
+
+  getAccountTransfers(filter: AccountFilter): Transfer[] {
+    const out: Transfer[] = [];
+    this.scanAccount(filter, (transfer) => {
+      out.push({ ...transfer });
+    });
+    return out;
+  }
+
+  getAccountBalances(filter: AccountFilter): AccountBalance[] {
+    const index = this.account_index.get(filter.account_id);
+    if (index === undefined || index.history === null) return [];
+    const history = index.history;
+    const out: AccountBalance[] = [];
+    this.scanAccount(filter, (transfer) => {
+      const at = lowerBound(history, transfer.timestamp);
+      assert(at < history.length && history[at].timestamp === transfer.timestamp, 'history entry per transfer');
+      out.push({ ...history[at] });
+    });
+    return out;
+  }
+
+  private scanAccount(filter: AccountFilter, visit: (transfer: Transfer) => void): void {
+    if (!validAccountFilter(filter)) return;
+    const index = this.account_index.get(filter.account_id);
+    if (index === undefined) return;
+    const reversed = (filter.flags & AccountFilterFlags.reversed) !== 0;
+    const debits = (filter.flags & AccountFilterFlags.debits) !== 0 ? index.debits : EMPTY;
+    const credits = (filter.flags & AccountFilterFlags.credits) !== 0 ? index.credits : EMPTY;
+    let [d_lo, d_hi] = timestampRange(debits, filter.timestamp_min, filter.timestamp_max);
+    let [c_lo, c_hi] = timestampRange(credits, filter.timestamp_min, filter.timestamp_max);
+    let found = 0;
+    // Merge the two sides by timestamp (they never share one: a transfer has two accounts).
+    while (found < filter.limit && (d_lo < d_hi || c_lo < c_hi)) {
+      let transfer: Transfer;
+      if (!reversed) {
+        if (c_lo >= c_hi || (d_lo < d_hi && debits[d_lo].timestamp < credits[c_lo].timestamp)) transfer = debits[d_lo++];
+        else transfer = credits[c_lo++];
+      } else {
+        if (c_lo >= c_hi || (d_lo < d_hi && debits[d_hi - 1].timestamp > credits[c_hi - 1].timestamp)) transfer = debits[--d_hi];
+        else transfer = credits[--c_hi];
+      }
+      if (filter.user_data_64 !== 0n && transfer.user_data_64 !== filter.user_data_64) continue;
+      if (filter.user_data_32 !== 0 && transfer.user_data_32 !== filter.user_data_32) continue;
+      if (filter.code !== 0 && transfer.code !== filter.code) continue;
+      visit(transfer);
+      found++;
+    }
+  }
+
+  queryAccounts(filter: QueryFilter): Account[] {
+    if (!validQueryFilter(filter)) return [];
+    const candidates = this.pickIndex<Account>(filter, this.accounts_by_time, this.accounts_by_user_data_64, this.accounts_by_user_data_32, this.accounts_by_ledger, this.accounts_by_code);
+    return scanQuery(candidates, filter).map((account) => ({ ...account }));
+  }
+
+  queryTransfers(filter: QueryFilter): Transfer[] {
+    if (!validQueryFilter(filter)) return [];
+    const candidates = this.pickIndex<Transfer>(filter, this.transfers_by_time, this.transfers_by_user_data_64, this.transfers_by_user_data_32, this.transfers_by_ledger, this.transfers_by_code);
+    return scanQuery(candidates, filter).map((transfer) => ({ ...transfer }));
+  }
+
+  /** The smallest index among the filter's fields: the rest of the AND is checked per candidate. */
+  private pickIndex<T extends QueryFiltered>(
+    filter: QueryFilter,
+    all: T[],
+    by_user_data_64: Map<bigint, T[]>,
+    by_user_data_32: Map<number, T[]>,
+    by_ledger: Map<number, T[]>,
+    by_code: Map<number, T[]>,
+  ): T[] {
+    let best = all;
+    const consider = (list: T[] | undefined): void => {
+      const candidate = list ?? (EMPTY as unknown as T[]);
+      if (candidate.length < best.length) best = candidate;
+    };
+    if (filter.user_data_64 !== 0n) consider(by_user_data_64.get(filter.user_data_64));
+    if (filter.user_data_32 !== 0) consider(by_user_data_32.get(filter.user_data_32));
+    if (filter.ledger !== 0) consider(by_ledger.get(filter.ledger));
+    if (filter.code !== 0) consider(by_code.get(filter.code));
+    return best;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Checkpoints and recovery.
+
+  /** Everything created or changed since the last call; the caller writes it in one transaction. */
+  takeChanges(): LedgerChanges {
+    assert(!this.scope_open, 'changes taken inside a chain');
+    const changes: LedgerChanges = {
+      accounts: [...this.changed_accounts],
+      transfers: this.changed_transfers,
+      pending: [...this.changed_pending].map((id) => [id, this.pending.get(id)!] as [bigint, PendingState]),
+      transient: this.changed_transient,
+      history: this.changed_history,
+    };
+    this.changed_accounts.clear();
+    this.changed_transfers = [];
+    this.changed_pending.clear();
+    this.changed_transient = [];
+    this.changed_history = [];
+    return changes;
+  }
+
+  /** Account index entries (history) are rebuilt from transfers, so a checkpoint need not hold them. */
+  historyOf(account_id: bigint): readonly AccountBalance[] | null {
+    return this.account_index.get(account_id)?.history ?? null;
+  }
+
+  /**
+   * Rebuilds a ledger from a checkpoint. Objects come in timestamp order; history balances are
+   * stored by the checkpoint because they cannot be recomputed from final balances.
+   */
+  restore(snapshot: LedgerSnapshot): void {
+    assert(this.accounts.size === 0 && this.transfers.size === 0, 'restore into an empty ledger');
+    for (const account of snapshot.accounts) {
+      this.accounts.set(account.id, account);
+      this.indexAccount(account);
+      if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
+    }
+    const history = new Map<bigint, AccountBalance[]>();
+    for (const [id, balances] of snapshot.history) history.set(id, balances);
+    for (const transfer of snapshot.transfers) {
+      this.transfers.set(transfer.id, transfer);
+      if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
+      this.transfers_by_time.push(transfer);
+      if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+      if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+      pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+      pushIndexed(this.transfers_by_code, transfer.code, transfer);
+      this.account_index.get(transfer.debit_account_id)!.debits.push(transfer);
+      this.account_index.get(transfer.credit_account_id)!.credits.push(transfer);
+    }
+    for (const [id, balances] of history) {
+      const index = this.account_index.get(id);
+      assert(index !== undefined && index.history !== null, 'history for a history account');
+      index.history.push(...balances);
+    }
+    for (const [id, state] of snapshot.pending) {
+      this.pending.set(id, state);
+      if (state.status === PendingStatus.pending && state.expires_at !== 0n) this.expiry.push(state.expires_at, id);
+    }
+    for (const id of snapshot.transient) this.transient.add(id);
+    this.last_timestamp = snapshot.last_timestamp;
+    this.takeChanges();
+  }
+}
+
+export interface LedgerSnapshot {
+  /** In timestamp order. */
+  accounts: Account[];
+  /** In timestamp order. */
+  transfers: Transfer[];
+  history: Array<[bigint, AccountBalance[]]>;
+  pending: Array<[bigint, PendingState]>;
+  transient: bigint[];
+  last_timestamp: bigint;
+}
+
+interface QueryFiltered {
+  timestamp: bigint;
+  user_data_64: bigint;
+  user_data_32: number;
+  ledger: number;
+  code: number;
+}
+
+const EMPTY: Transfer[] = [];
+
+function scanQuery<T extends QueryFiltered>(items: readonly T[], filter: QueryFilter): T[] {
+  const out: T[] = [];
+  const [lo, hi] = timestampRange(items, filter.timestamp_min, filter.timestamp_max);
+  const reversed = (filter.flags & QueryFilterFlags.reversed) !== 0;
+  for (let k = 0; k < hi - lo && out.length < filter.limit; k++) {
+    const item = items[reversed ? hi - 1 - k : lo + k];
+    if (filter.user_data_64 !== 0n && item.user_data_64 !== filter.user_data_64) continue;
+    if (filter.user_data_32 !== 0 && item.user_data_32 !== filter.user_data_32) continue;
+    if (filter.ledger !== 0 && item.ledger !== filter.ledger) continue;
+    if (filter.code !== 0 && item.code !== filter.code) continue;
+    out.push(item);
+  }
+  return out;
+}
+
+function validAccountFilter(filter: AccountFilter): boolean {
+  if (filter.account_id === 0n || filter.account_id === U64_MAX) return false;
+  if (filter.limit < 1 || filter.limit > EVENTS_PER_REQUEST_MAX) return false;
+  if ((filter.flags & ~ACCOUNT_FILTER_FLAGS_KNOWN) !== 0) return false;
+  if ((filter.flags & (AccountFilterFlags.debits | AccountFilterFlags.credits)) === 0) return false;
+  if (filter.timestamp_min !== 0n && filter.timestamp_max !== 0n && filter.timestamp_min > filter.timestamp_max) return false;
+  return true;
+}
+
+function validQueryFilter(filter: QueryFilter): boolean {
+  if (filter.limit < 1 || filter.limit > EVENTS_PER_REQUEST_MAX) return false;
+  if ((filter.flags & ~QUERY_FILTER_FLAGS_KNOWN) !== 0) return false;
+  if (filter.timestamp_min !== 0n && filter.timestamp_max !== 0n && filter.timestamp_min > filter.timestamp_max) return false;
+  return true;
+}
+
+function mutuallyExclusive(flags: number): boolean {
+  const post = (flags & TF.post_pending_transfer) !== 0;
+  const void_ = (flags & TF.void_pending_transfer) !== 0;
+  const pending = (flags & TF.pending) !== 0;
+  const balancing = (flags & (TF.balancing_debit | TF.balancing_credit)) !== 0;
+  const closing = (flags & (TF.closing_debit | TF.closing_credit)) !== 0;
+  if (post && void_) return true;
+  if (pending && (post || void_)) return true;
+  if ((post || void_) && (balancing || closing)) return true;
+  return false;
+}
+
+function balanceOf(account: Account, timestamp: bigint): AccountBalance {
+  return {
+    debits_pending: account.debits_pending,
+    debits_posted: account.debits_posted,
+    credits_pending: account.credits_pending,
+    credits_posted: account.credits_posted,
+    timestamp,
+  };
+}
+
+function min(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
+function saturatingSub(a: bigint, b: bigint): bigint {
+  return a > b ? a - b : 0n;
+}
+
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`ledger invariant violated: ${message}`);
+}
