@@ -28,7 +28,7 @@ import {
   TransferFlags as TF,
   U64_MAX,
 } from './types.ts';
-import { pushIndexed, timestampRange, upperBound, lowerBound } from './sorted.ts';
+import { lowerBound, pushIndexed, timestampRange } from './sorted.ts';
 import { ExpiryQueue } from './expiry.ts';
 
 /** Where a pending transfer stands; stored beside it, since transfers themselves are immutable. */
@@ -260,6 +260,7 @@ export class Ledger {
   // create_accounts
 
   private createAccount(a: AccountInput, timestamp: bigint): number {
+    if (a.reserved !== undefined && a.reserved !== 0) return AS.reserved_field;
     if ((a.flags & ~ACCOUNT_FLAGS_KNOWN) !== 0) return AS.reserved_flag;
     if (a.id === 0n) return AS.id_must_not_be_zero;
     if (a.id === U64_MAX) return AS.id_must_not_be_int_max;
@@ -276,7 +277,8 @@ export class Ledger {
     if (a.ledger === 0) return AS.ledger_must_not_be_zero;
     if (a.code === 0) return AS.code_must_not_be_zero;
     if ((a.flags & AccountFlags.imported) !== 0) {
-      if (timestamp <= this.account_timestamp_max || timestamp <= this.transfer_timestamp_max) {
+      // Timestamps identify objects: an imported one must not collide with any other.
+      if (timestamp <= this.account_timestamp_max || hasTimestamp(this.transfers_by_time, timestamp)) {
         return AS.imported_event_timestamp_must_not_regress;
       }
     }
@@ -342,9 +344,7 @@ export class Ledger {
     if (t.ledger !== dr.ledger) return TS.transfer_must_have_the_same_ledger_as_accounts;
 
     if ((flags & TF.imported) !== 0) {
-      if (timestamp <= this.transfer_timestamp_max || timestamp <= this.account_timestamp_max) {
-        return TS.imported_event_timestamp_must_not_regress;
-      }
+      if (this.importedTimestampRegresses(timestamp)) return TS.imported_event_timestamp_must_not_regress;
       if (timestamp <= dr.timestamp) return TS.imported_event_timestamp_must_postdate_debit_account;
       if (timestamp <= cr.timestamp) return TS.imported_event_timestamp_must_postdate_credit_account;
       if (t.timeout !== 0) return TS.imported_event_timeout_must_be_zero;
@@ -371,7 +371,7 @@ export class Ledger {
     if (amount + dr.debits_pending + dr.debits_posted > U64_MAX) return TS.overflows_debits;
     if (amount + cr.credits_pending + cr.credits_posted > U64_MAX) return TS.overflows_credits;
     const timeout_ns = BigInt(t.timeout) * NS_PER_S;
-    if (timestamp + timeout_ns > U64_MAX) return TS.overflows_timeout;
+    if (timestamp + timeout_ns > TIMESTAMP_MAX) return TS.overflows_timeout;
 
     if ((dr.flags & AccountFlags.debits_must_not_exceed_credits) !== 0) {
       if (dr.debits_pending + dr.debits_posted + amount > dr.credits_posted) return TS.exceeds_credits;
@@ -437,39 +437,26 @@ export class Ledger {
     if (t.ledger !== 0 && t.ledger !== p.ledger) return TS.pending_transfer_has_different_ledger;
     if (t.code !== 0 && t.code !== p.code) return TS.pending_transfer_has_different_code;
 
-    // Post: zero or the maximum posts the whole pending amount, less posts part of it.
-    // Void: zero or the pending amount; anything else is an error.
-    const amount = posting ? (t.amount === 0n || t.amount === U64_MAX ? p.amount : t.amount) : p.amount;
-    if (posting) {
-      if (amount > p.amount) return TS.exceeds_pending_transfer_amount;
-    } else if (t.amount !== 0n && t.amount !== U64_MAX && t.amount !== p.amount) {
-      if (t.amount > p.amount) return TS.exceeds_pending_transfer_amount;
-      return TS.pending_transfer_has_different_amount;
-    }
+    // Post: the maximum posts the whole pending amount, less posts part of it and voids the rest.
+    // PROTOCOL.md also takes a zero amount from the pending transfer (TigerBeetle 0.16 would post
+    // zero); see docs/ledger.md. Void: zero means the pending amount, which is the only valid one.
+    let amount: bigint;
+    if (posting) amount = t.amount === 0n || t.amount === U64_MAX ? p.amount : t.amount;
+    else amount = t.amount === 0n ? p.amount : t.amount;
+    if (amount > p.amount) return TS.exceeds_pending_transfer_amount;
+    if (!posting && amount < p.amount) return TS.pending_transfer_has_different_amount;
 
     if (state.status === PendingStatus.posted) return TS.pending_transfer_already_posted;
     if (state.status === PendingStatus.voided) return TS.pending_transfer_already_voided;
     if (state.status === PendingStatus.expired) return TS.pending_transfer_expired;
     if (state.expires_at !== 0n && state.expires_at <= timestamp) return TS.pending_transfer_expired;
 
-    if ((flags & TF.imported) !== 0) {
-      if (timestamp <= this.transfer_timestamp_max || timestamp <= this.account_timestamp_max) {
-        return TS.imported_event_timestamp_must_not_regress;
-      }
-      if (timestamp <= dr.timestamp) return TS.imported_event_timestamp_must_postdate_debit_account;
-      if (timestamp <= cr.timestamp) return TS.imported_event_timestamp_must_postdate_credit_account;
+    if ((flags & TF.imported) !== 0 && this.importedTimestampRegresses(timestamp)) {
+      return TS.imported_event_timestamp_must_not_regress;
     }
-    // The closing transfer itself closed these accounts; posting or voiding it is still allowed.
-    if ((dr.flags & AccountFlags.closed) !== 0 && (p.flags & TF.closing_debit) === 0) {
-      return TS.debit_account_already_closed;
-    }
-    if ((cr.flags & AccountFlags.closed) !== 0 && (p.flags & TF.closing_credit) === 0) {
-      return TS.credit_account_already_closed;
-    }
-    if (posting) {
-      if (amount + dr.debits_posted > U64_MAX) return TS.overflows_debits_posted;
-      if (amount + cr.credits_posted > U64_MAX) return TS.overflows_credits_posted;
-    }
+    // A void is the one movement a closed account allows: it is how a closing transfer is undone.
+    if (posting && (dr.flags & AccountFlags.closed) !== 0) return TS.debit_account_already_closed;
+    if (posting && (cr.flags & AccountFlags.closed) !== 0) return TS.credit_account_already_closed;
 
     const transfer: Transfer = {
       id: t.id,
@@ -516,11 +503,16 @@ export class Ledger {
         return TS.exists_with_different_credit_account_id;
       }
       const p = this.transfers.get(e.pending_id);
-      const whole = p !== undefined && e.amount === p.amount;
-      const same_amount = t.amount === e.amount || ((t.amount === 0n || t.amount === U64_MAX) && whole);
-      if (!same_amount) return TS.exists_with_different_amount;
-      if (t.user_data_64 !== 0n && t.user_data_64 !== e.user_data_64) return TS.exists_with_different_user_data_64;
-      if (t.user_data_32 !== 0 && t.user_data_32 !== e.user_data_32) return TS.exists_with_different_user_data_32;
+      assert(p !== undefined, 'a posted or voided transfer has its pending transfer');
+      const posting = (t.flags & TF.post_pending_transfer) !== 0;
+      const takes_whole = t.amount === 0n || (posting && t.amount === U64_MAX);
+      if (takes_whole ? e.amount !== p.amount : t.amount !== e.amount) return TS.exists_with_different_amount;
+      if (t.user_data_64 === 0n ? e.user_data_64 !== p.user_data_64 : t.user_data_64 !== e.user_data_64) {
+        return TS.exists_with_different_user_data_64;
+      }
+      if (t.user_data_32 === 0 ? e.user_data_32 !== p.user_data_32 : t.user_data_32 !== e.user_data_32) {
+        return TS.exists_with_different_user_data_32;
+      }
       if (t.ledger !== 0 && t.ledger !== e.ledger) return TS.exists_with_different_ledger;
       if (t.code !== 0 && t.code !== e.code) return TS.exists_with_different_code;
       return TS.exists;
@@ -662,6 +654,11 @@ export class Ledger {
     // The chain's timestamps stay consumed, but the maxima must not keep a discarded object's.
     this.account_timestamp_max = this.recomputeMax(this.accounts_by_time, this.account_timestamp_max);
     this.transfer_timestamp_max = this.recomputeMax(this.transfers_by_time, this.transfer_timestamp_max);
+  }
+
+  /** An imported transfer must follow every transfer and must not share an account's timestamp. */
+  private importedTimestampRegresses(timestamp: bigint): boolean {
+    return timestamp <= this.transfer_timestamp_max || hasTimestamp(this.accounts_by_time, timestamp);
   }
 
   private recomputeMax(items: readonly { timestamp: bigint }[], current: bigint): bigint {
@@ -827,6 +824,16 @@ export class Ledger {
     return changes;
   }
 
+  /** All accounts in timestamp order (read-only view: do not mutate). */
+  accountsInOrder(): readonly Account[] {
+    return this.accounts_by_time;
+  }
+
+  /** All transfers in timestamp order (read-only view: do not mutate). */
+  transfersInOrder(): readonly Transfer[] {
+    return this.transfers_by_time;
+  }
+
   /** Account index entries (history) are rebuilt from transfers, so a checkpoint need not hold them. */
   historyOf(account_id: bigint): readonly AccountBalance[] | null {
     return this.account_index.get(account_id)?.history ?? null;
@@ -907,8 +914,14 @@ function scanQuery<T extends QueryFiltered>(items: readonly T[], filter: QueryFi
   return out;
 }
 
+function hasTimestamp(items: readonly { timestamp: bigint }[], timestamp: bigint): boolean {
+  const at = lowerBound(items, timestamp);
+  return at < items.length && items[at].timestamp === timestamp;
+}
+
 function validAccountFilter(filter: AccountFilter): boolean {
   if (filter.account_id === 0n || filter.account_id === U64_MAX) return false;
+  if (filter.timestamp_min === U64_MAX || filter.timestamp_max === U64_MAX) return false;
   if (filter.limit < 1 || filter.limit > EVENTS_PER_REQUEST_MAX) return false;
   if ((filter.flags & ~ACCOUNT_FILTER_FLAGS_KNOWN) !== 0) return false;
   if ((filter.flags & (AccountFilterFlags.debits | AccountFilterFlags.credits)) === 0) return false;
@@ -917,6 +930,7 @@ function validAccountFilter(filter: AccountFilter): boolean {
 }
 
 function validQueryFilter(filter: QueryFilter): boolean {
+  if (filter.timestamp_min === U64_MAX || filter.timestamp_max === U64_MAX) return false;
   if (filter.limit < 1 || filter.limit > EVENTS_PER_REQUEST_MAX) return false;
   if ((filter.flags & ~QUERY_FILTER_FLAGS_KNOWN) !== 0) return false;
   if (filter.timestamp_min !== 0n && filter.timestamp_max !== 0n && filter.timestamp_min > filter.timestamp_max) return false;

@@ -32,6 +32,8 @@ export interface AccountInput {
   flags: number;
   /** Zero unless `imported`. */
   timestamp: bigint;
+  /** Must be zero (`reserved_field`); kept so TigerBeetle-shaped accounts pass through unchanged. */
+  reserved?: number;
 }
 
 export interface Transfer {
