@@ -65,15 +65,24 @@ type Undo =
   | [typeof UNDO_TRANSFER_INSERT, Transfer]
   | [typeof UNDO_PENDING_STATUS, bigint, PendingState | undefined];
 
-/** What a checkpoint must write: objects created or changed since the last one. */
+/**
+ * What a checkpoint must write: mutable objects changed since the last one, and where the
+ * append-only sequences (transfers and history, in timestamp order) were when it was last taken.
+ */
 export interface LedgerChanges {
   accounts: Account[];
-  transfers: Transfer[];
   pending: Array<[bigint, PendingState]>;
   transient: bigint[];
-  /** New history entries: (account id, balance after a transfer). */
-  history: Array<[bigint, AccountBalance]>;
+  /** Ordinals in `transfersInOrder()` from here on are new. */
+  transfers_from: number;
+  transfers_to: number;
+  /** Ordinals in `historyInOrder()` from here on are new. */
+  history_from: number;
+  history_to: number;
 }
+
+/** A history entry: an account's balance right after one of its transfers. */
+export type HistoryEntry = [account_id: bigint, balance: AccountBalance];
 
 interface ScopedTransfer {
   transfer: Transfer;
@@ -115,10 +124,11 @@ export class Ledger {
 
   // Change tracking for incremental checkpoints.
   private readonly changed_accounts = new Set<Account>();
-  private changed_transfers: Transfer[] = [];
+  private transfers_taken = 0;
+  private history_taken = 0;
+  private readonly history_log: HistoryEntry[] = [];
   private readonly changed_pending = new Set<bigint>();
   private changed_transient: bigint[] = [];
-  private changed_history: Array<[bigint, AccountBalance]> = [];
 
   // ---------------------------------------------------------------------------------------------
   // Commands.
@@ -680,7 +690,6 @@ export class Ledger {
   }
 
   private indexTransfer(transfer: Transfer, dr_balance: AccountBalance | null, cr_balance: AccountBalance | null): void {
-    this.changed_transfers.push(transfer);
     this.transfers_by_time.push(transfer);
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
     if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
@@ -692,11 +701,11 @@ export class Ledger {
     cr_index.credits.push(transfer);
     if (dr_balance !== null) {
       dr_index.history!.push(dr_balance);
-      this.changed_history.push([transfer.debit_account_id, dr_balance]);
+      this.history_log.push([transfer.debit_account_id, dr_balance]);
     }
     if (cr_balance !== null) {
       cr_index.history!.push(cr_balance);
-      this.changed_history.push([transfer.credit_account_id, cr_balance]);
+      this.history_log.push([transfer.credit_account_id, cr_balance]);
     }
   }
 
@@ -811,16 +820,18 @@ export class Ledger {
     assert(!this.scope_open, 'changes taken inside a chain');
     const changes: LedgerChanges = {
       accounts: [...this.changed_accounts],
-      transfers: this.changed_transfers,
       pending: [...this.changed_pending].map((id) => [id, this.pending.get(id)!] as [bigint, PendingState]),
       transient: this.changed_transient,
-      history: this.changed_history,
+      transfers_from: this.transfers_taken,
+      transfers_to: this.transfers_by_time.length,
+      history_from: this.history_taken,
+      history_to: this.history_log.length,
     };
     this.changed_accounts.clear();
-    this.changed_transfers = [];
     this.changed_pending.clear();
     this.changed_transient = [];
-    this.changed_history = [];
+    this.transfers_taken = this.transfers_by_time.length;
+    this.history_taken = this.history_log.length;
     return changes;
   }
 
@@ -832,6 +843,11 @@ export class Ledger {
   /** All transfers in timestamp order (read-only view: do not mutate). */
   transfersInOrder(): readonly Transfer[] {
     return this.transfers_by_time;
+  }
+
+  /** Every history entry, in the order they were made (timestamp order); read-only view. */
+  historyInOrder(): readonly HistoryEntry[] {
+    return this.history_log;
   }
 
   /** Account index entries (history) are rebuilt from transfers, so a checkpoint need not hold them. */
@@ -850,8 +866,6 @@ export class Ledger {
       this.indexAccount(account);
       if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
     }
-    const history = new Map<bigint, AccountBalance[]>();
-    for (const [id, balances] of snapshot.history) history.set(id, balances);
     for (const transfer of snapshot.transfers) {
       this.transfers.set(transfer.id, transfer);
       if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
@@ -863,10 +877,11 @@ export class Ledger {
       this.account_index.get(transfer.debit_account_id)!.debits.push(transfer);
       this.account_index.get(transfer.credit_account_id)!.credits.push(transfer);
     }
-    for (const [id, balances] of history) {
-      const index = this.account_index.get(id);
+    for (const entry of snapshot.history) {
+      const index = this.account_index.get(entry[0]);
       assert(index !== undefined && index.history !== null, 'history for a history account');
-      index.history.push(...balances);
+      index.history.push(entry[1]);
+      this.history_log.push(entry);
     }
     for (const [id, state] of snapshot.pending) {
       this.pending.set(id, state);
@@ -883,7 +898,8 @@ export interface LedgerSnapshot {
   accounts: Account[];
   /** In timestamp order. */
   transfers: Transfer[];
-  history: Array<[bigint, AccountBalance[]]>;
+  /** In the order they were made. */
+  history: HistoryEntry[];
   pending: Array<[bigint, PendingState]>;
   transient: bigint[];
   last_timestamp: bigint;

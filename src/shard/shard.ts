@@ -258,10 +258,11 @@ export class Shard {
     if (this.checkpoint_in_flight !== null) return this.checkpoint_in_flight;
     const head = this.log.head;
     const changes = this.ledger.takeChanges();
-    const encoded = this.checkpoints.encode(changes, {
+    const job = this.checkpoints.begin(changes, this.ledger, {
       position: head.position,
       checksum: head.checksum,
       last_timestamp: this.ledger.last_timestamp,
+      transfer_timestamp_max: this.ledger.transfer_timestamp_max,
     });
     this.entries_since_checkpoint = 0;
     this.objects_since_checkpoint = 0;
@@ -269,7 +270,7 @@ export class Shard {
     const run = async (): Promise<void> => {
       // A checkpoint must never get ahead of the durable log it summarises.
       await pending_append;
-      await this.checkpoints.write(encoded);
+      await this.checkpoints.write(job);
       this.checkpoint_position = head.position;
       const prune_below = head.position - this.log_retain_entries;
       if (prune_below > 1) await this.log.prune(prune_below);

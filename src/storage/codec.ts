@@ -135,12 +135,6 @@ export function keyU64(value: bigint): Buffer {
   return key;
 }
 
-export function keyU64Pair(a: bigint, b: bigint): Buffer {
-  const key = Buffer.allocUnsafe(16);
-  key.writeBigUInt64BE(a, 0);
-  key.writeBigUInt64BE(b, 8);
-  return key;
-}
 
 export function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
