@@ -166,6 +166,23 @@ export class Shard {
     return this.commit(LogOp.create_transfers, now, events.length, body, 2 * events.length, result);
   }
 
+  /**
+   * Applies a batch that arrives already encoded in the log layout (from the gateway, through
+   * the worker): the body is decoded once and appended as it is.
+   */
+  createEncoded(op: typeof LogOp.create_accounts | typeof LogOp.create_transfers, count: number, body: Uint8Array): Promise<CreateResult> {
+    this.assertServing();
+    assertBatch(count);
+    const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    const now = this.clock();
+    if (op === LogOp.create_accounts) {
+      const result = this.ledger.createAccounts(decodeAccountBatch(bytes, count), now);
+      return this.commit(op, now, count, bytes, count, result);
+    }
+    const result = this.ledger.createTransfers(decodeTransferBatch(bytes, count), now);
+    return this.commit(op, now, count, bytes, 2 * count, result);
+  }
+
   private commit<T>(op: typeof LogOp.create_accounts | typeof LogOp.create_transfers, now: bigint, count: number, body: Buffer, objects: number, result: T): Promise<T> {
     const durable = this.log.append(this.epoch, op, now, count, body);
     this.last_append = durable;

@@ -1,0 +1,153 @@
+// The main thread's handle on one shard worker: it queues requests, sends everything queued in
+// one event turn as a single transferred buffer, and matches replies to callers. The queue is
+// bounded in events: past the bound a request is answered `busy` at once instead of waiting.
+
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import {
+  packTransferable,
+  unpack,
+  type FromWorker,
+  type ShardReply,
+  type ShardRequest,
+  type ShardResult,
+  type ShardWorkerData,
+  type ToWorker,
+} from './messages.ts';
+
+const WORKER_ENTRY = fileURLToPath(new URL('../../workers/shard.mjs', import.meta.url));
+
+export interface ShardHandleOptions {
+  index: number;
+  dir: string;
+  /** Events queued or in flight in this shard before new requests are answered `busy`. */
+  queue_events_max: number;
+}
+
+export interface RecoveryInfo {
+  checkpoint_position: number;
+  replayed_entries: number;
+  head_position: number;
+  duration_ms: number;
+}
+
+type Pending = { resolve: (result: ShardResult) => void; events: number };
+
+export class ShardHandle {
+  readonly index: number;
+  private readonly worker: Worker;
+  private readonly queue_events_max: number;
+  private readonly waiting = new Map<number, Pending>();
+  private outbox: ShardRequest[] = [];
+  private flush_scheduled = false;
+  private next_id = 1;
+  private events_in_flight = 0;
+  private failure: string | null = null;
+  private closed_resolve: (() => void) | null = null;
+
+  private constructor(options: ShardHandleOptions, worker: Worker) {
+    this.index = options.index;
+    this.worker = worker;
+    this.queue_events_max = options.queue_events_max;
+  }
+
+  /** Starts the worker and waits until it has recovered its shard. */
+  static start(options: ShardHandleOptions): Promise<{ handle: ShardHandle; recovery: RecoveryInfo }> {
+    const data: ShardWorkerData = { index: options.index, dir: options.dir };
+    const worker = new Worker(WORKER_ENTRY, { workerData: data });
+    const handle = new ShardHandle(options, worker);
+    return new Promise((resolve, reject) => {
+      const on_exit = (code: number): void => reject(new Error(`shard ${options.index} exited with code ${code} while starting`));
+      worker.once('exit', on_exit);
+      worker.on('error', (error) => handle.fail(`shard ${options.index} crashed: ${error.message}`));
+      worker.on('message', (message: FromWorker) => {
+        switch (message.type) {
+          case 'ready':
+            worker.off('exit', on_exit);
+            worker.on('exit', () => handle.fail(`shard ${options.index} exited`));
+            resolve({ handle, recovery: message.recovery });
+            return;
+          case 'failed':
+            handle.fail(message.message);
+            reject(new Error(`shard ${options.index}: ${message.message}`));
+            return;
+          case 'replies':
+            handle.onReplies(message.buffer);
+            return;
+          case 'closed':
+            handle.closed_resolve?.();
+            return;
+        }
+      });
+    });
+  }
+
+  /** Events queued or in flight. */
+  get load_events(): number {
+    return this.events_in_flight;
+  }
+
+  get queued_requests(): number {
+    return this.waiting.size;
+  }
+
+  /** Sends one request; resolves with its result (never rejects: errors are results). */
+  request(make: (id: number) => ShardRequest, events: number): Promise<ShardResult> {
+    if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    if (this.events_in_flight + events > this.queue_events_max && this.events_in_flight > 0) {
+      return Promise.resolve({
+        error: 'busy',
+        message: `shard ${this.index} has ${this.events_in_flight} events queued (limit ${this.queue_events_max}); retry later`,
+      });
+    }
+    const id = this.next_id;
+    this.next_id = this.next_id >= 0x7fff_ffff ? 1 : this.next_id + 1;
+    this.events_in_flight += events;
+    this.outbox.push(make(id));
+    if (!this.flush_scheduled) {
+      this.flush_scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+    return new Promise((resolve) => this.waiting.set(id, { resolve, events }));
+  }
+
+  private flush(): void {
+    this.flush_scheduled = false;
+    if (this.outbox.length === 0) return;
+    const buffer = packTransferable(this.outbox);
+    this.outbox = [];
+    const message: ToWorker = { type: 'requests', buffer };
+    this.worker.postMessage(message, [buffer]);
+  }
+
+  private onReplies(buffer: ArrayBuffer): void {
+    for (const [id, result] of unpack<ShardReply[]>(buffer)) {
+      const pending = this.waiting.get(id);
+      if (pending === undefined) continue;
+      this.waiting.delete(id);
+      this.events_in_flight -= pending.events;
+      pending.resolve(result);
+    }
+  }
+
+  private fail(message: string): void {
+    if (this.failure !== null) return;
+    this.failure = message;
+    for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message });
+    this.waiting.clear();
+    this.events_in_flight = 0;
+    this.closed_resolve?.();
+  }
+
+  /** Lets in-flight requests finish, checkpoints, and stops the worker. */
+  async close(): Promise<void> {
+    if (this.failure === null) {
+      this.flush();
+      const closed = new Promise<void>((resolve) => (this.closed_resolve = resolve));
+      const message: ToWorker = { type: 'close' };
+      this.worker.postMessage(message);
+      await closed;
+    }
+    await this.worker.terminate();
+  }
+}
