@@ -652,8 +652,13 @@ export class Ledger {
           this.transfers.delete(undo[1].id);
           break;
         case UNDO_PENDING_STATUS:
-          if (undo[2] === undefined) this.pending.delete(undo[1]);
-          else this.pending.set(undo[1], undo[2]);
+          if (undo[2] === undefined) {
+            // Created in this scope, so no checkpoint can hold it: nothing to write either.
+            this.pending.delete(undo[1]);
+            this.changed_pending.delete(undo[1]);
+          } else {
+            this.pending.set(undo[1], undo[2]);
+          }
           break;
       }
     }
