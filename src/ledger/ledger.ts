@@ -146,7 +146,7 @@ export class Ledger {
   createAccounts(events: readonly AccountInput[], now_ns: bigint): CreateResult {
     assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
     const timestamp = this.batchTimestamp(now_ns, events.length);
-    this.expirePending(timestamp - BigInt(events.length) + 1n);
+    this.expirePending(timestamp - BigInt(Math.max(events.length, 1)) + 1n);
     const result = this.execute(events, timestamp, false);
     this.last_timestamp = timestamp;
     return result;
@@ -155,7 +155,7 @@ export class Ledger {
   createTransfers(events: readonly TransferInput[], now_ns: bigint): CreateResult {
     assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
     const timestamp = this.batchTimestamp(now_ns, events.length);
-    this.expirePending(timestamp - BigInt(events.length) + 1n);
+    this.expirePending(timestamp - BigInt(Math.max(events.length, 1)) + 1n);
     const result = this.execute(events, timestamp, true);
     this.last_timestamp = timestamp;
     return result;
