@@ -306,6 +306,7 @@ export class Ledger {
       timestamp,
     };
     this.accounts.set(account.id, account);
+    this.changed_accounts.add(account);
     if (timestamp > this.account_timestamp_max) this.account_timestamp_max = timestamp;
     if (this.scope_open) {
       this.undo.push([UNDO_ACCOUNT_INSERT, account]);

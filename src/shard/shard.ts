@@ -105,20 +105,26 @@ export class Shard {
     const meta = this.checkpoints.readMeta();
     const snapshot = this.checkpoints.load();
     this.ledger.restore(snapshot);
-    let prev: number | undefined;
     let from = 1;
     if (meta !== null && meta.position > 0) {
       this.checkpoint_position = meta.position;
       if (this.log.head.position < meta.position) {
         throw new CorruptLogError(meta.position, `the checkpoint covers position ${meta.position} but the log ends at ${this.log.head.position}`);
       }
-      prev = meta.checksum;
-      from = meta.position + 1;
+      // The entry the checkpoint summarises is always retained: it proves that checkpoint and log
+      // belong together, and it anchors the checksum chain of the tail.
+      from = meta.position;
     }
     const first = this.log.firstPosition();
     if (first > from) throw new CorruptLogError(from, `missing; the log starts at ${first}`);
     let replayed = 0;
-    for (const entry of this.log.read(from, prev)) {
+    for (const entry of this.log.read(from)) {
+      if (entry.position === this.checkpoint_position && this.checkpoint_position > 0) {
+        if (entry.checksum !== meta!.checksum) {
+          throw new CorruptLogError(entry.position, 'does not match the checkpoint taken at this position (checksum differs)');
+        }
+        continue;
+      }
       this.replay(entry);
       replayed++;
     }

@@ -1,0 +1,154 @@
+// Command-line parsing: flags, their environment variables and defaults, usage text. Errors are
+// values: a message that says what was wrong and what to do.
+
+import { parseArgs } from 'node:util';
+
+export const USAGE = `Usage:
+  keel start [--data DIR] [--host HOST] [--port PORT] [--shards N] [--tls-cert FILE --tls-key FILE] [--center NAME]
+  keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
+  keel token list [--data DIR] [--json]
+  keel token revoke NAME [--data DIR] [--json]
+
+Options (and their environment variables):
+  --data DIR        data directory (KEEL_DATA, default ./data)
+  --host HOST       listen address (KEEL_HOST, default 127.0.0.1)
+  --port PORT       listen port, 0 picks a free one (KEEL_PORT, default 7070)
+  --shards N        shard workers (KEEL_SHARDS, default 1)
+  --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
+  --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
+  --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
+  --scopes LIST     comma-separated: ledger:read, ledger:write, banking:read, banking:write, subscribe, admin
+  --json            machine-readable output
+Logs are JSON lines on stderr; KEEL_LOG_LEVEL sets the level (default warn).`;
+
+export type ArgsResult<T> = { ok: true; value: T } | { ok: false; message: string };
+
+export interface StartArgs {
+  data: string;
+  host: string;
+  port: number;
+  shards: number;
+  tls_cert: string | null;
+  tls_key: string | null;
+  center: string;
+}
+
+export type TokenArgs =
+  | { action: 'create'; data: string; json: boolean; name: string; scopes: string }
+  | { action: 'list'; data: string; json: boolean }
+  | { action: 'revoke'; data: string; json: boolean; name: string };
+
+export type Command = { command: 'start'; args: StartArgs } | { command: 'token'; args: TokenArgs } | { command: 'help' };
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function bad(message: string): { ok: false; message: string } {
+  return { ok: false, message };
+}
+
+function pick(flag: string | undefined, env: string | undefined, fallback: string): string {
+  if (flag !== undefined) return flag;
+  if (env !== undefined && env !== '') return env;
+  return fallback;
+}
+
+function integer(name: string, text: string, min: number, max: number): ArgsResult<number> {
+  if (!/^\d+$/.test(text)) return bad(`${name} must be an integer in ${min}..${max}; got ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (n < min || n > max) return bad(`${name} must be an integer in ${min}..${max}; got ${n}`);
+  return { ok: true, value: n };
+}
+
+function parse(argv: string[], options: Record<string, { type: 'string' | 'boolean' }>): ArgsResult<{ values: Record<string, string | boolean | undefined>; positionals: string[] }> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return { ok: true, value: { values: values as Record<string, string | boolean | undefined>, positionals } };
+  } catch (error) {
+    return bad(`${(error as Error).message.split('\n')[0]}; see \`keel --help\``);
+  }
+}
+
+function str(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { ok: true, value: { command: 'help' } };
+  if (command === 'start') return parseStart(rest, env);
+  if (command === 'token') return parseToken(rest, env);
+  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\` or \`keel token create|list|revoke\` (see \`keel --help\`)`);
+}
+
+function parseStart(argv: string[], env: Env): ArgsResult<Command> {
+  const parsed = parse(argv, {
+    data: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    shards: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    center: { type: 'string' },
+  });
+  if (!parsed.ok) return parsed;
+  const { values, positionals } = parsed.value;
+  if (positionals.length > 0) return bad(`keel start takes no arguments besides options; got ${JSON.stringify(positionals[0])}`);
+  const port = integer('--port', pick(str(values.port), env.KEEL_PORT, '7070'), 0, 65535);
+  if (!port.ok) return port;
+  const shards = integer('--shards', pick(str(values.shards), env.KEEL_SHARDS, '1'), 1, 1024);
+  if (!shards.ok) return shards;
+  const cert = pick(str(values['tls-cert']), env.KEEL_TLS_CERT, '');
+  const key = pick(str(values['tls-key']), env.KEEL_TLS_KEY, '');
+  if ((cert === '') !== (key === '')) return bad('TLS needs both --tls-cert and --tls-key (or KEEL_TLS_CERT and KEEL_TLS_KEY)');
+  const host = pick(str(values.host), env.KEEL_HOST, '127.0.0.1');
+  if (host === '') return bad('--host must not be empty');
+  return {
+    ok: true,
+    value: {
+      command: 'start',
+      args: {
+        data: pick(str(values.data), env.KEEL_DATA, './data'),
+        host,
+        port: port.value,
+        shards: shards.value,
+        tls_cert: cert === '' ? null : cert,
+        tls_key: key === '' ? null : key,
+        center: pick(str(values.center), env.KEEL_CENTER, 'local'),
+      },
+    },
+  };
+}
+
+function parseToken(argv: string[], env: Env): ArgsResult<Command> {
+  const parsed = parse(argv, {
+    data: { type: 'string' },
+    json: { type: 'boolean' },
+    scopes: { type: 'string' },
+  });
+  if (!parsed.ok) return parsed;
+  const { values, positionals } = parsed.value;
+  const [action, name, extra] = positionals;
+  const data = pick(str(values.data), env.KEEL_DATA, './data');
+  const json = values.json === true;
+  const scopes = str(values.scopes);
+  if (action === undefined) return bad('keel token needs an action: create NAME --scopes ..., list, or revoke NAME');
+  if (extra !== undefined) return bad(`unexpected argument ${JSON.stringify(extra)}`);
+  switch (action) {
+    case 'create':
+      if (name === undefined) return bad('keel token create needs a NAME, e.g. `keel token create teller --scopes ledger:read,ledger:write`');
+      if (scopes === undefined) {
+        return bad('keel token create needs --scopes, e.g. --scopes ledger:read,ledger:write (known: ledger:read, ledger:write, banking:read, banking:write, subscribe, admin)');
+      }
+      return { ok: true, value: { command: 'token', args: { action, data, json, name, scopes } } };
+    case 'list':
+      if (name !== undefined) return bad(`keel token list takes no NAME; got ${JSON.stringify(name)}`);
+      if (scopes !== undefined) return bad('--scopes only applies to keel token create');
+      return { ok: true, value: { command: 'token', args: { action, data, json } } };
+    case 'revoke':
+      if (name === undefined) return bad('keel token revoke needs the NAME of the token (`keel token list` shows them)');
+      if (scopes !== undefined) return bad('--scopes only applies to keel token create');
+      return { ok: true, value: { command: 'token', args: { action, data, json, name } } };
+    default:
+      return bad(`unknown token action ${JSON.stringify(action)}; use create, list or revoke`);
+  }
+}

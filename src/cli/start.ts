@@ -1,0 +1,151 @@
+// `keel start`: lock and recover the data directory (the engine), create the first admin token on a
+// fresh directory, serve the gateway, and on SIGTERM/SIGINT stop in order: stop accepting, answer
+// in-flight requests, close connections, then close the engine (drain and checkpoint) and exit 0.
+//
+// Exit codes: 0 stopped cleanly, 1 failed (message on stderr), 2 data directory in use.
+
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Engine, EngineLockedError } from '../shard/engine.ts';
+import { createLogger } from '../gateway/log.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { TokenStore } from '../gateway/tokens.ts';
+import { EVENTS_PER_REQUEST_MAX } from '../gateway/protocol.ts';
+import type { StartArgs } from './args.ts';
+import type { Io } from './io.ts';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_LOCKED = 2;
+
+/** Per shard: events queued or in flight before requests are answered `busy` (16 full requests). */
+const QUEUE_EVENTS_MAX = 16 * EVENTS_PER_REQUEST_MAX;
+
+function readPem(what: string, path: string): { ok: true; value: Buffer } | { ok: false; message: string } {
+  try {
+    return { ok: true, value: readFileSync(path) };
+  } catch (error) {
+    return { ok: false, message: `cannot read the TLS ${what} ${path}: ${(error as Error).message}; check --tls-${what}` };
+  }
+}
+
+function listenAdvice(error: NodeJS.ErrnoException, args: StartArgs): string {
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return `${args.host}:${args.port} is already in use; stop the other process or pick another --port`;
+    case 'EACCES':
+      return `no permission to listen on ${args.host}:${args.port}; ports below 1024 need privileges: pick another --port`;
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+      return `cannot listen on ${args.host}: it is not an address of this machine; check --host`;
+    default:
+      return `cannot listen on ${args.host}:${args.port}: ${error.message}`;
+  }
+}
+
+/** Runs until a signal stops it; resolves with the exit code. */
+export async function runStart(args: StartArgs, io: Io): Promise<number> {
+  const data_dir = resolve(args.data);
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (args.tls_cert !== null && args.tls_key !== null) {
+    const cert = readPem('cert', args.tls_cert);
+    if (!cert.ok) return fail(io, cert.message);
+    const key = readPem('key', args.tls_key);
+    if (!key.ok) return fail(io, key.message);
+    tls = { cert: cert.value, key: key.value };
+  }
+
+  let engine: Engine;
+  try {
+    engine = await Engine.start({ data_dir, shards: args.shards, queue_events_max: QUEUE_EVENTS_MAX });
+  } catch (error) {
+    if (error instanceof EngineLockedError) {
+      io.err(`keel: ${error.message}`);
+      return EXIT_LOCKED;
+    }
+    return fail(io, `cannot start the engine on ${data_dir}: ${(error as Error).message}`);
+  }
+
+  const logger = createLogger();
+  const opened = TokenStore.open(data_dir);
+  if (!opened.ok) {
+    await engine.close();
+    return fail(io, opened.message);
+  }
+  const tokens = opened.value;
+  let admin_token: string | null = null;
+  if (!tokens.exists()) {
+    const created = tokens.create('admin', ['admin']);
+    if (!created.ok) {
+      await engine.close();
+      return fail(io, `cannot create the first admin token: ${created.message}`);
+    }
+    admin_token = created.value.token;
+  } else {
+    const mode = tokens.mode();
+    if (mode !== null && (mode & 0o077) !== 0) {
+      logger.warn({ path: tokens.path, mode: mode.toString(8) }, 'tokens file is readable by others; chmod 600 it');
+    }
+  }
+
+  let gateway: Gateway;
+  try {
+    gateway = await startGateway({ engine, tokens, host: args.host, port: args.port, tls, center: args.center, logger });
+  } catch (error) {
+    await engine.close();
+    return fail(io, listenAdvice(error as NodeJS.ErrnoException, args));
+  }
+
+  if (admin_token !== null) {
+    io.out('Created the first token, "admin" (scope admin). It is shown only this once; store it safely:');
+    io.out('');
+    io.out(`    ${admin_token}`);
+    io.out('');
+    io.out('Create narrower tokens with `keel token create NAME --scopes ledger:read,ledger:write`.');
+    io.out('');
+  }
+  io.out(`keel listening on ${gateway.address.url}`);
+  io.out(`  data directory  ${data_dir}`);
+  io.out(`  center          ${args.center}`);
+  engine.recovery.forEach((r, shard) => {
+    const replay = r.replayed_entries === 0 ? 'nothing to replay' : `replayed ${r.replayed_entries} log entries`;
+    io.out(
+      `  recovery        shard ${shard}: checkpoint at log position ${r.checkpoint_position}, ${replay}, ` +
+        `log head ${r.head_position} (${Math.round(r.duration_ms)} ms)`,
+    );
+  });
+  const active = tokens.list().filter((r) => r.revoked_at === null).length;
+  io.out(`  tokens          ${tokens.path} (${active} active)`);
+  io.out('  stop with Ctrl-C or SIGTERM: in-flight requests are answered, then the engine checkpoints');
+
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        io.err(`keel: ${signal} again: exiting at once; the next start replays the log from the last checkpoint`);
+        process.exit(EXIT_FAILED);
+      }
+      stopping = true;
+      io.out(`keel: ${signal}: stopping (answering ${gateway.inflight} in-flight requests)`);
+      void (async () => {
+        try {
+          await gateway.close();
+          await engine.close();
+        } catch (error) {
+          io.err(`keel: error while stopping: ${(error as Error).message}`);
+          resolveExit(EXIT_FAILED);
+          return;
+        }
+        io.out('keel: stopped');
+        resolveExit(EXIT_OK);
+      })();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}
+
+function fail(io: Io, message: string): number {
+  io.err(`keel: ${message}`);
+  return EXIT_FAILED;
+}

@@ -1,0 +1,94 @@
+// MessagePack framing for the client (PROTOCOL.md sections 1 and 2): one map per binary frame.
+//
+// u64 encoding. msgpackr writes a bigint below 2^63 as a *signed* int64 (0xd3) and a number above
+// 2^32 as a float64 (0xcb); only bigints of 2^63 and above come out as uint64 (0xcf). The protocol
+// asks for MessagePack uints, so every u64 goes through `u64()`: values below 2^32 stay numbers (which
+// msgpackr writes as positive fixint / uint8 / uint16 / uint32), larger ones are wrapped in `WireU64`,
+// which a private msgpackr extension writes as a plain uint64 (0xcf + 8 bytes, no extension header).
+// test/client.test.ts checks the raw bytes. Should a msgpackr upgrade break that hook, the self-check
+// below falls back to the encoding PROTOCOL.md section 1 describes for JS clients (a safe integer as a
+// number, anything larger as a bigint), which a msgpackr server decodes to the same values.
+//
+// Decoding uses `int64AsType: 'auto'`: uints up to 2^53 arrive as numbers, larger ones as bigints;
+// `replies.ts` turns every u64 field into a bigint.
+
+import { Packr, addExtension } from 'msgpackr';
+
+/** A u64 of 2^32 or more, written on the wire as a MessagePack uint64 (0xcf). */
+export class WireU64 {
+  constructor(readonly value: bigint) {}
+}
+
+/** A value the encoder accepts: what `requests.ts` builds. */
+export type WireValue = number | string | boolean | WireU64 | bigint | WireValue[] | WireMap;
+export interface WireMap {
+  [key: string]: WireValue | undefined;
+}
+
+/** Never seen on the wire: the type code is only what msgpackr needs to register a class hook. */
+const HOOK_TYPE = 0x4b;
+
+interface WriteTarget {
+  target: Uint8Array;
+  targetView: DataView;
+  position: number;
+}
+
+addExtension({
+  Class: WireU64,
+  type: HOOK_TYPE,
+  // msgpackr hands `pack` an allocator; writing through it and returning nothing emits the bytes as
+  // they are, without an extension header (this is how msgpackr writes its own byte arrays).
+  pack: ((value: WireU64, allocate: (size: number) => WriteTarget): undefined => {
+    const { targetView, position } = allocate(9);
+    targetView.setUint8(position, 0xcf);
+    targetView.setBigUint64(position + 1, value.value);
+    return undefined;
+  }) as unknown as (value: unknown) => Uint8Array,
+  // Registering the class also registers the type for decoding, process-wide. Behave exactly as an
+  // unregistered type does, so that no other decoder in the process changes behaviour.
+  unpack: (): never => {
+    throw new Error(`Unknown extension type ${HOOK_TYPE}`);
+  },
+});
+
+const OPTIONS = {
+  useRecords: false,
+  // Missing from msgpackr's typings; decodes a uint64 up to 2^53 as a number, above as a bigint.
+  int64AsType: 'auto',
+  largeBigIntToFloat: false,
+} as unknown as ConstructorParameters<typeof Packr>[0];
+
+const packr = new Packr(OPTIONS);
+
+const U32_LIMIT = 0x1_0000_0000n;
+
+function hookWorks(): boolean {
+  try {
+    const bytes = packr.pack(new WireU64(0x1_0000_0000n));
+    return Buffer.from(bytes).toString('hex') === 'cf0000000100000000';
+  } catch {
+    return false;
+  }
+}
+
+const HOOK_OK = hookWorks();
+
+/** A u64 (already range-checked) as the encoder should see it. */
+export function u64(v: bigint): number | WireU64 | bigint {
+  if (v < U32_LIMIT) return Number(v);
+  if (HOOK_OK) return new WireU64(v);
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+/** True when u64s of 2^32 and more go out as MessagePack uint64 (the normal case). */
+export const CANONICAL_U64 = HOOK_OK;
+
+export function encodeFrame(message: WireMap): Buffer {
+  return packr.pack(message);
+}
+
+/** Throws on undecodable bytes; the caller treats that as a protocol error. */
+export function decodeFrame(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
+}
