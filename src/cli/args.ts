@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 
 export const USAGE = `Usage:
-  keel start [--data DIR] [--host HOST] [--port PORT] [--shards N] [--tls-cert FILE --tls-key FILE] [--center NAME]
+  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--tls-cert FILE --tls-key FILE] [--center NAME]
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
@@ -13,6 +13,8 @@ Options (and their environment variables):
   --data DIR        data directory (KEEL_DATA, default ./data)
   --host HOST       listen address (KEEL_HOST, default 127.0.0.1)
   --port PORT       listen port, 0 picks a free one (KEEL_PORT, default 7070)
+  --metrics-host H  Prometheus /metrics address (KEEL_METRICS_HOST, default 127.0.0.1)
+  --metrics-port P  Prometheus /metrics port, 0 picks one, -1 turns it off (KEEL_METRICS_PORT, default 9464; 0 with --port 0)
   --shards N        shard workers (KEEL_SHARDS, default 1)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
@@ -27,6 +29,9 @@ export interface StartArgs {
   data: string;
   host: string;
   port: number;
+  /** -1: no metrics endpoint. */
+  metrics_port: number;
+  metrics_host: string;
   shards: number;
   tls_cert: string | null;
   tls_key: string | null;
@@ -85,6 +90,8 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
     data: { type: 'string' },
     host: { type: 'string' },
     port: { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     shards: { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
@@ -97,6 +104,12 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   if (!port.ok) return port;
   const shards = integer('--shards', pick(str(values.shards), env.KEEL_SHARDS, '1'), 1, 1024);
   if (!shards.ok) return shards;
+  // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
+  const metrics_default = port.value === 0 ? '0' : '9464';
+  const metrics_port = integer('--metrics-port', pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default), -1, 65535);
+  if (!metrics_port.ok) return metrics_port;
+  const metrics_host = pick(str(values['metrics-host']), env.KEEL_METRICS_HOST, '127.0.0.1');
+  if (metrics_host === '') return bad('--metrics-host must not be empty');
   const cert = pick(str(values['tls-cert']), env.KEEL_TLS_CERT, '');
   const key = pick(str(values['tls-key']), env.KEEL_TLS_KEY, '');
   if ((cert === '') !== (key === '')) return bad('TLS needs both --tls-cert and --tls-key (or KEEL_TLS_CERT and KEEL_TLS_KEY)');
@@ -110,6 +123,8 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
         data: pick(str(values.data), env.KEEL_DATA, './data'),
         host,
         port: port.value,
+        metrics_port: metrics_port.value,
+        metrics_host,
         shards: shards.value,
         tls_cert: cert === '' ? null : cert,
         tls_key: key === '' ? null : key,

@@ -9,6 +9,8 @@ import { resolve } from 'node:path';
 import { Engine, EngineLockedError } from '../shard/engine.ts';
 import { createLogger } from '../gateway/log.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
+import { MainMetrics } from '../metrics/gateway.ts';
+import { startMetricsServer, type MetricsServer } from '../metrics/server.ts';
 import { TokenStore } from '../gateway/tokens.ts';
 import { EVENTS_PER_REQUEST_MAX } from '../gateway/protocol.ts';
 import type { StartArgs } from './args.ts';
@@ -88,12 +90,30 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     }
   }
 
+  const metrics = new MainMetrics();
   let gateway: Gateway;
   try {
-    gateway = await startGateway({ engine, tokens, host: args.host, port: args.port, tls, center: args.center, logger });
+    gateway = await startGateway({ engine, tokens, host: args.host, port: args.port, tls, center: args.center, logger, observer: metrics });
   } catch (error) {
     await engine.close();
     return fail(io, listenAdvice(error as NodeJS.ErrnoException, args));
+  }
+  const live = gateway;
+  metrics.attach({ connections: () => live.connections, inflight: () => live.inflight, shardLoads: () => engine.shardLoads(), queue_events_max: engine.options.queue_events_max });
+  let metrics_server: MetricsServer | null = null;
+  if (args.metrics_port >= 0) {
+    try {
+      metrics_server = await startMetricsServer({
+        host: args.metrics_host,
+        port: args.metrics_port,
+        main: metrics.registry,
+        workers: () => engine.shardMetrics(),
+      });
+    } catch (error) {
+      await gateway.close();
+      await engine.close();
+      return fail(io, `cannot serve metrics: ${listenAdvice(error as NodeJS.ErrnoException, { ...args, host: args.metrics_host, port: args.metrics_port })} (or --metrics-port -1 to turn metrics off)`);
+    }
   }
 
   if (admin_token !== null) {
@@ -105,6 +125,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     io.out('');
   }
   io.out(`keel listening on ${gateway.address.url}`);
+  io.out(`  metrics         ${metrics_server === null ? 'off' : metrics_server.url}`);
   io.out(`  data directory  ${data_dir}`);
   io.out(`  center          ${args.center}`);
   engine.recovery.forEach((r, shard) => {
@@ -130,6 +151,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
       void (async () => {
         try {
           await gateway.close();
+          await metrics_server?.close();
           await engine.close();
         } catch (error) {
           io.err(`keel: error while stopping: ${(error as Error).message}`);

@@ -14,7 +14,9 @@ import { WebSocketServer } from 'ws';
 import { createLogger, type Logger } from './log.ts';
 import type { LedgerEngine } from './ops.ts';
 import { CloseCode } from './protocol.ts';
-import { Session, type SessionContext, type SessionLimits } from './session.ts';
+import { Session, type GatewayObserver, type SessionContext, type SessionLimits } from './session.ts';
+
+export type { GatewayObserver } from './session.ts';
 import type { TokenStore } from './tokens.ts';
 
 const MiB = 1024 * 1024;
@@ -54,6 +56,8 @@ export interface GatewayOptions {
   center?: string;
   /** Default: pino on stderr at KEEL_LOG_LEVEL (default warn). */
   logger?: Logger;
+  /** Told of every request's outcome and every refused connection (metrics). */
+  observer?: GatewayObserver;
 }
 
 export interface GatewayAddress {
@@ -123,7 +127,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     center: options.center ?? 'local',
     draining: () => draining,
     closed: (session) => sessions.delete(session),
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
   };
+  const refused = (reason: string): void => options.observer?.rejected(reason);
 
   const scheme = options.tls === undefined ? 'ws' : 'wss';
   const onRequest = (_req: IncomingMessage, res: ServerResponse): void => {
@@ -145,9 +151,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', (error) => logger.debug({ err: error.message }, 'upgrade socket error'));
     const pathname = (req.url ?? '').split('?', 1)[0];
-    if (draining) return reject(socket, 503, 'Service Unavailable', 'Keel is shutting down; retry on another server or later');
-    if (pathname !== path) return reject(socket, 404, 'Not Found', `no WebSocket endpoint at ${pathname}; use ${path}`);
+    if (draining) {
+      refused('draining');
+      return reject(socket, 503, 'Service Unavailable', 'Keel is shutting down; retry on another server or later');
+    }
+    if (pathname !== path) {
+      refused('bad_path');
+      return reject(socket, 404, 'Not Found', `no WebSocket endpoint at ${pathname}; use ${path}`);
+    }
     if (sockets >= connections_max) {
+      refused('connections_max');
       logger.warn({ connections_max }, 'connection refused: connections_max reached');
       return reject(socket, 503, 'Service Unavailable', `too many connections (limit ${connections_max}); retry later`);
     }

@@ -43,6 +43,16 @@ export interface SessionContext {
   draining(): boolean;
   /** Called once, when the socket has closed. */
   closed(session: Session): void;
+  /** Told of every request's outcome (metrics); optional. */
+  readonly observer?: GatewayObserver;
+}
+
+/** What the gateway reports about its traffic (implemented by src/metrics). */
+export interface GatewayObserver {
+  /** One request answered: its op (or `invalid` when unusable), `ok` or the error code, and its duration. */
+  request(op: string, outcome: string, seconds: number): void;
+  /** A connection refused before it became a session, or closed by the server for a reason. */
+  rejected(reason: string): void;
 }
 
 type State = 'awaiting_hello' | 'open' | 'closing' | 'closed';
@@ -227,6 +237,7 @@ export class Session {
     }
     if (principal === null) {
       this.log.info({ reason: message }, 'unauthorized');
+      this.ctx.observer?.rejected('unauthorized');
       this.sendError(reply_id, 'unauthorized', message ?? 'unauthorized');
       this.close(CloseCode.unauthorized, 'unauthorized');
       return;
@@ -252,18 +263,32 @@ export class Session {
   }
 
   private onRequest(frame: Frame): void {
+    const started = performance.now();
+    const observer = this.ctx.observer;
+    if (observer === undefined) {
+      this.handleRequest(frame, null);
+      return;
+    }
+    this.handleRequest(frame, (op, outcome) => observer.request(op, outcome, (performance.now() - started) / 1000));
+  }
+
+  /** `done` is told the outcome of the request exactly once (when metrics are on). */
+  private handleRequest(frame: Frame, done: ((op: string, outcome: string) => void) | null): void {
     const id = requestId(frame.id);
     if (id < 0) {
       this.sendError(0, 'invalid_request', describeId(frame.id), 'id');
+      done?.('invalid', 'invalid_request');
       return;
     }
     const op = frame.op;
     if (typeof op !== 'string') {
       this.sendError(id, 'invalid_request', op === undefined ? 'op is required (a string)' : 'op must be a string', 'op');
+      done?.('invalid', 'invalid_request');
       return;
     }
     if (op === 'hello') {
       this.sendError(id, 'invalid_request', 'already authenticated: hello is only the first request', 'op');
+      done?.('hello', 'invalid_request');
       return;
     }
     if (!isLedgerOp(op)) {
@@ -272,20 +297,24 @@ export class Session {
         ? `op ${shown} (change feed) is not served by this server yet`
         : `unknown op ${shown}; known ops: hello, ${Object.keys(LEDGER_OPS).join(', ')}`;
       this.sendError(id, 'unknown_op', message);
+      done?.('unknown', 'unknown_op');
       return;
     }
     const principal = this.principal as Principal;
     const scope = LEDGER_OPS[op];
     if (!hasScope(principal.scopes, scope)) {
       this.sendError(id, 'forbidden', `${op} needs scope ${scope}; token ${principal.name} has ${principal.scopes.join(', ')}`);
+      done?.(op, 'forbidden');
       return;
     }
     if (this.inflight.has(id)) {
       this.sendError(id, 'invalid_request', `id ${id} is already in flight on this connection; ids must be unique among in-flight requests`, 'id');
+      done?.(op, 'invalid_request');
       return;
     }
     if (this.ctx.draining()) {
       this.sendError(id, 'unavailable', 'the server is shutting down; retry on another connection');
+      done?.(op, 'unavailable');
       return;
     }
     if (this.inflight.size >= this.ctx.limits.inflight_per_connection) {
@@ -294,15 +323,18 @@ export class Session {
         'too_many_inflight',
         `${this.inflight.size} requests are in flight on this connection (limit ${this.ctx.limits.inflight_per_connection}); wait for replies`,
       );
+      done?.(op, 'too_many_inflight');
       return;
     }
     const prepared = prepare(op, frame);
     if (!prepared.ok) {
       this.sendError(id, prepared.error, prepared.message, prepared.field);
+      done?.(op, prepared.error);
       return;
     }
     if ('result' in prepared) {
       this.sendResult(id, prepared.result);
+      done?.(op, 'error' in prepared.result ? prepared.result.error : 'ok');
       return;
     }
     let promise: Promise<ShardResult>;
@@ -311,6 +343,7 @@ export class Session {
     } catch (error) {
       this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
       this.sendError(id, 'internal', 'internal error; see the server log');
+      done?.(op, 'internal');
       return;
     }
     const entry: InFlight = {
@@ -320,6 +353,7 @@ export class Session {
         this.settle(entry);
         this.log.warn({ op, id, timeout_ms: this.ctx.limits.request_timeout_ms }, 'request timed out');
         this.sendError(id, 'timeout', `no result within ${this.ctx.limits.request_timeout_ms} ms; the outcome is unknown: resending the same events is safe`);
+        done?.(op, 'timeout');
       }, this.ctx.limits.request_timeout_ms),
     };
     this.inflight.set(id, entry);
@@ -328,12 +362,14 @@ export class Session {
         if (this.inflight.get(id) !== entry) return; // timed out or closed: the late result is dropped
         this.settle(entry);
         this.sendResult(id, result);
+        done?.(op, 'error' in result ? result.error : 'ok');
       },
       (error: unknown) => {
         if (this.inflight.get(id) !== entry) return;
         this.settle(entry);
         this.log.error({ err: error instanceof Error ? error.message : String(error), op }, 'engine call failed');
         this.sendError(id, 'internal', 'internal error; see the server log');
+        done?.(op, 'internal');
       },
     );
   }

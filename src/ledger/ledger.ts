@@ -96,6 +96,10 @@ export class Ledger {
   readonly pending = new Map<bigint, PendingState>();
   /** Ids whose transfer failed with a transient status: reusing them is `id_already_failed`. */
   readonly transient = new Set<bigint>();
+  /** Pending transfers not yet posted, voided or expired (for operators). */
+  pending_live = 0;
+  /** Pending transfers expired since start (for operators). */
+  expired_total = 0;
 
   /** Greatest timestamp assigned or imported so far; every new one is above it. */
   last_timestamp = 0n;
@@ -564,6 +568,7 @@ export class Ledger {
       if ((p.flags & TF.closing_credit) !== 0) cr.flags &= ~AccountFlags.closed;
       this.setPending(p.id, { status: PendingStatus.expired, expires_at: state.expires_at });
       expired++;
+      this.expired_total++;
     }
     return expired;
   }
@@ -588,7 +593,9 @@ export class Ledger {
   }
 
   private setPending(id: bigint, state: PendingState): void {
-    if (this.scope_open) this.undo.push([UNDO_PENDING_STATUS, id, this.pending.get(id)]);
+    const previous = this.pending.get(id);
+    if (this.scope_open) this.undo.push([UNDO_PENDING_STATUS, id, previous]);
+    this.pending_live += livePending(state) - livePending(previous);
     this.pending.set(id, state);
     this.changed_pending.add(id);
     if (state.status === PendingStatus.pending && state.expires_at !== 0n && !this.scope_open) {
@@ -653,6 +660,7 @@ export class Ledger {
           this.transfers.delete(undo[1].id);
           break;
         case UNDO_PENDING_STATUS:
+          this.pending_live += livePending(undo[2]) - livePending(this.pending.get(undo[1]));
           if (undo[2] === undefined) {
             // Created in this scope, so no checkpoint can hold it: nothing to write either.
             this.pending.delete(undo[1]);
@@ -891,6 +899,7 @@ export class Ledger {
     }
     for (const [id, state] of snapshot.pending) {
       this.pending.set(id, state);
+      this.pending_live += livePending(state);
       if (state.status === PendingStatus.pending && state.expires_at !== 0n) this.expiry.push(state.expires_at, id);
     }
     for (const id of snapshot.transient) this.transient.add(id);
@@ -969,6 +978,10 @@ function mutuallyExclusive(flags: number): boolean {
   if (pending && (post || void_)) return true;
   if ((post || void_) && (balancing || closing)) return true;
   return false;
+}
+
+function livePending(state: PendingState | undefined): number {
+  return state !== undefined && state.status === PendingStatus.pending ? 1 : 0;
 }
 
 function balanceOf(account: Account, timestamp: bigint): AccountBalance {

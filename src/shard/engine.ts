@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { ShardHandle, type RecoveryInfo } from './handle.ts';
 import { ShardOp, type ShardResult } from './messages.ts';
 import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
+import type { MetricsJson } from '../metrics/shard.ts';
 
 export const PARTITIONS = 1024;
 
@@ -106,6 +107,16 @@ export class Engine {
 
   queryTransfers(filter: QueryFilter): Promise<ShardResult> {
     return this.handles[0].request((id) => [id, ShardOp.query_transfers, { filter }], 1);
+  }
+
+  /** Each shard worker's metrics (prom-client JSON), for aggregation by the metrics server. */
+  shardMetrics(timeout_ms = 2_000): Promise<MetricsJson[]> {
+    return Promise.all(this.handles.map((handle) => handle.metrics(timeout_ms)));
+  }
+
+  /** Per shard: events and requests queued or in flight. */
+  shardLoads(): Array<{ shard: number; events: number; requests: number }> {
+    return this.handles.map((handle) => ({ shard: handle.index, events: handle.load_events, requests: handle.queued_requests }));
   }
 
   /** Events queued or in flight across all shards. */

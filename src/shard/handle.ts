@@ -14,6 +14,7 @@ import {
   type ShardWorkerData,
   type ToWorker,
 } from './messages.ts';
+import type { MetricsJson } from '../metrics/shard.ts';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../../workers/shard.mjs', import.meta.url));
 
@@ -44,6 +45,8 @@ export class ShardHandle {
   private events_in_flight = 0;
   private failure: string | null = null;
   private closed_resolve: (() => void) | null = null;
+  private readonly metrics_waiting = new Map<number, (json: MetricsJson) => void>();
+  private next_metrics_request = 1;
 
   private constructor(options: ShardHandleOptions, worker: Worker) {
     this.index = options.index;
@@ -77,6 +80,12 @@ export class ShardHandle {
           case 'closed':
             handle.closed_resolve?.();
             return;
+          case 'metrics': {
+            const waiter = handle.metrics_waiting.get(message.request);
+            handle.metrics_waiting.delete(message.request);
+            waiter?.(message.json);
+            return;
+          }
         }
       });
     });
@@ -137,6 +146,24 @@ export class ShardHandle {
     this.waiting.clear();
     this.events_in_flight = 0;
     this.closed_resolve?.();
+  }
+
+  /** The worker's own metrics, as prom-client JSON; empty if it does not answer within the timeout. */
+  metrics(timeout_ms: number): Promise<MetricsJson> {
+    if (this.failure !== null) return Promise.resolve([]);
+    const request = this.next_metrics_request++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.metrics_waiting.delete(request);
+        resolve([]);
+      }, timeout_ms);
+      this.metrics_waiting.set(request, (json) => {
+        clearTimeout(timer);
+        resolve(json);
+      });
+      const message: ToWorker = { type: 'metrics', request };
+      this.worker.postMessage(message);
+    });
   }
 
   /** Lets in-flight requests finish, checkpoints, and stops the worker. */

@@ -8,6 +8,7 @@
 
 import { Packr } from 'msgpackr';
 import type { Account, AccountBalance, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
+import type { MetricsJson } from '../metrics/shard.ts';
 
 export const ShardOp = {
   create_accounts: 1,
@@ -38,12 +39,13 @@ export type ShardResult =
 /** [request id, result]. */
 export type ShardReply = [number, ShardResult];
 
-export type ToWorker = { type: 'requests'; buffer: ArrayBuffer } | { type: 'close' };
+export type ToWorker = { type: 'requests'; buffer: ArrayBuffer } | { type: 'metrics'; request: number } | { type: 'close' };
 
 export type FromWorker =
   | { type: 'ready'; recovery: { checkpoint_position: number; replayed_entries: number; head_position: number; duration_ms: number } }
   | { type: 'replies'; buffer: ArrayBuffer }
   | { type: 'failed'; message: string }
+  | { type: 'metrics'; request: number; json: MetricsJson; error?: string }
   | { type: 'closed' };
 
 export interface ShardWorkerData {

@@ -42,6 +42,8 @@ export interface ShardOptions {
   log_retain_entries?: number;
   /** Expire due pending transfers even when no batch arrives. */
   pulse?: boolean;
+  /** Told how long each checkpoint took to write (for metrics). */
+  on_checkpoint?: (seconds: number) => void;
 }
 
 export interface RecoveryReport {
@@ -79,6 +81,9 @@ export class Shard {
   private pulse_at = 0n;
   private failure: Error | null = null;
   private closed = false;
+  private readonly on_checkpoint: ((seconds: number) => void) | undefined;
+  /** Wall-clock time of the last durable commit, for operators (never used by the ledger). */
+  last_commit_unix_ms = 0;
 
   private constructor(options: ShardOptions, log: LogStore, checkpoints: CheckpointStore) {
     this.log = log;
@@ -88,6 +93,7 @@ export class Shard {
     this.checkpoint_objects = options.checkpoint_objects ?? 2_000_000;
     this.log_retain_entries = options.log_retain_entries ?? 100_000;
     this.pulse_enabled = options.pulse ?? true;
+    this.on_checkpoint = options.on_checkpoint;
     this.recovery = this.recover();
     this.schedulePulse();
   }
@@ -194,7 +200,10 @@ export class Shard {
     this.last_append = durable;
     durable.catch((error: unknown) => this.fail(error));
     this.afterAppend(objects);
-    return durable.then(() => result);
+    return durable.then(() => {
+      this.last_commit_unix_ms = Date.now();
+      return result;
+    });
   }
 
   private afterAppend(objects: number): void {
@@ -293,7 +302,9 @@ export class Shard {
     const run = async (): Promise<void> => {
       // A checkpoint must never get ahead of the durable log it summarises.
       await pending_append;
+      const started = performance.now();
       await this.checkpoints.write(job);
+      this.on_checkpoint?.((performance.now() - started) / 1000);
       this.checkpoint_position = head.position;
       const prune_below = head.position - this.log_retain_entries;
       if (prune_below > 1) await this.log.prune(prune_below);

@@ -5,6 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { Shard } from './shard.ts';
+import { ShardMetrics } from '../metrics/shard.ts';
 import { LogOp } from '../storage/log.ts';
 import {
   ShardOp,
@@ -27,8 +28,22 @@ function post(message: FromWorker, transfer?: ArrayBuffer[]): void {
 }
 
 let shard: Shard;
+const metrics = new ShardMetrics(data.index, () => {
+  const next = shard.ledger.nextExpiry();
+  return {
+    head_position: shard.head_position,
+    durable_position: shard.durable_position,
+    checkpointed_position: shard.checkpointed_position,
+    accounts: shard.ledger.accounts.size,
+    transfers: shard.ledger.transfers.size,
+    pending_live: shard.ledger.pending_live,
+    expired_total: shard.ledger.expired_total,
+    next_expiry_s: next === 0n ? null : Number(next - BigInt(Date.now()) * 1_000_000n) / 1e9,
+    last_commit_unix_s: shard.last_commit_unix_ms / 1000,
+  };
+});
 try {
-  shard = Shard.open({ dir: data.dir });
+  shard = Shard.open({ dir: data.dir, on_checkpoint: (seconds) => metrics.observeCheckpoint(seconds) });
   post({ type: 'ready', recovery: shard.recovery });
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
@@ -67,9 +82,13 @@ function handle(request: ShardRequest): void {
     switch (op) {
       case ShardOp.create_accounts:
       case ShardOp.create_transfers: {
-        const log_op = op === ShardOp.create_accounts ? LogOp.create_accounts : LogOp.create_transfers;
-        shard.createEncoded(log_op, payload.count, payload.body).then(
-          (result) => reply(id, result),
+        const accounts = op === ShardOp.create_accounts;
+        const started = performance.now();
+        shard.createEncoded(accounts ? LogOp.create_accounts : LogOp.create_transfers, payload.count, payload.body).then(
+          (result) => {
+            metrics.observeBatch(accounts ? 'create_accounts' : 'create_transfers', result.status, (performance.now() - started) / 1000);
+            reply(id, result);
+          },
           (error: unknown) => reply(id, failure(error)),
         );
         return;
@@ -101,6 +120,12 @@ function handle(request: ShardRequest): void {
 port.on('message', (message: ToWorker) => {
   if (message.type === 'requests') {
     for (const request of unpack<ShardRequest[]>(message.buffer)) handle(request);
+  } else if (message.type === 'metrics') {
+    const request = message.request;
+    metrics.json().then(
+      (json) => post({ type: 'metrics', request, json }),
+      (error: unknown) => post({ type: 'metrics', request, json: [], error: error instanceof Error ? error.message : String(error) }),
+    );
   } else if (message.type === 'close') {
     void shard
       .close()
