@@ -32,8 +32,8 @@ const CLOCK_START = 1_000_000_000_000n;
 /** A jump so far ahead that long timeouts overflow u63 nanoseconds. */
 const CLOCK_FAR = MAX63 - 3n * 1_000_000_000n * NS;
 
-const ACCOUNT_IDS = [1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n];
-const TRANSFER_ID_MAX = 40;
+export const ACCOUNT_IDS = [1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n];
+export const TRANSFER_ID_MAX = 40;
 
 // ---------------------------------------------------------------------------------------------
 // Abstract steps, as fast-check generates them. Anything that depends on the state (a pending id
@@ -98,7 +98,7 @@ interface TransferSpec {
   flip_imported: boolean;
 }
 
-type Step =
+export type Step =
   | { kind: 'accounts'; clock: Clock; imported: boolean; events: (AccountSpec | ResendSpec)[] }
   | { kind: 'transfers'; clock: Clock; imported: boolean; events: (TransferSpec | ResendSpec)[] }
   | { kind: 'pulse'; clock: Clock };
@@ -297,7 +297,7 @@ const transfersStepArb: fc.Arbitrary<Step> = fc.record({
 
 const pulseStepArb: fc.Arbitrary<Step> = fc.record({ kind: fc.constant('pulse' as const), clock: clockArb });
 
-const stepsArb = (maxLength: number): fc.Arbitrary<Step[]> =>
+export const stepsArb = (maxLength: number): fc.Arbitrary<Step[]> =>
   fc
     .tuple(setupArb, fc.array(weighted<Step>([3, accountsStepArb], [14, transfersStepArb], [2, pulseStepArb]), { maxLength, size: 'max' }))
     .map(([setup, rest]) => [...setup, ...rest]);
@@ -305,12 +305,12 @@ const stepsArb = (maxLength: number): fc.Arbitrary<Step[]> =>
 // ---------------------------------------------------------------------------------------------
 // Running steps against the engine and the model.
 
-const show = (value: unknown): string => JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
+export const show = (value: unknown): string => JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
 const accountStatusNames = (codes: number[]): string[] => codes.map((c) => CREATE_ACCOUNT_STATUS_NAMES[c] ?? String(c));
 const transferStatusNames = (codes: number[]): string[] => codes.map((c) => CREATE_TRANSFER_STATUS_NAMES[c] ?? String(c));
 
 /** Everything a run has sent, and the state a step needs to resolve its abstract events. */
-class Runner {
+export class Runner {
   readonly engine = new Ledger();
   readonly model = new Model();
   wall = CLOCK_START;
@@ -525,7 +525,8 @@ class Runner {
       const events = step.events.map((e, i) => this.resolveTransfer(e, i, step.imported));
       where += ` events=${show(events)}`;
       const expected = this.model.createTransfers(events.map((e) => ({ ...e })), now);
-      const actual = this.engine.createTransfers(events.map((e) => ({ ...e })), now);
+      // Odd steps let the engine adopt its (fresh) inputs, as the shard does with decoded batches.
+      const actual = this.engine.createTransfers(events.map((e) => ({ ...e })), now, { adopt: this.log.length % 2 === 1 });
       this.sentTransfers.push(...events);
       for (const name of transferStatusNames(actual.status)) this.saw(`transfer:${name}`);
       this.log.push(`${where} -> ${show(transferStatusNames(actual.status))}`);
@@ -604,7 +605,7 @@ t.test('engine agrees with the reference model on random command sequences', asy
 type Pick = { kind: 'zero' } | { kind: 'from'; pick: number } | { kind: 'raw'; value: bigint };
 type TimestampPick = { kind: 'zero' } | { kind: 'max' } | { kind: 'near'; pick: number; delta: bigint };
 
-interface FilterSpec {
+export interface FilterSpec {
   target: 'account_transfers' | 'account_balances' | 'query_accounts' | 'query_transfers';
   account_id: Pick;
   user_data_64: Pick;
@@ -630,7 +631,7 @@ const timestampPickArb = weighted<TimestampPick>(
   [1, fc.constant({ kind: 'max' })], // 2^64-1: an invalid bound, as in TigerBeetle
 );
 
-const filterSpecArb: fc.Arbitrary<FilterSpec> = fc.record({
+export const filterSpecArb: fc.Arbitrary<FilterSpec> = fc.record({
   target: fc.constantFrom('account_transfers', 'account_balances', 'query_accounts', 'query_transfers'),
   account_id: pickArb(0, 12, [0n, 1n, 9n, MAX64]),
   user_data_64: pickArb(8, 3, [7n, MAX64]),
@@ -643,13 +644,13 @@ const filterSpecArb: fc.Arbitrary<FilterSpec> = fc.record({
   flags: weighted<number>([10, fc.integer({ min: 0, max: 7 })], [1, fc.constantFrom(8, 9, 15, 16)]),
 });
 
-function resolvePick<T>(spec: Pick, objects: T[], field: (object: T) => bigint): bigint {
+export function resolvePick<T>(spec: Pick, objects: T[], field: (object: T) => bigint): bigint {
   if (spec.kind === 'zero') return 0n;
   if (spec.kind === 'raw' || objects.length === 0) return spec.kind === 'raw' ? spec.value : 0n;
   return field(objects[spec.pick % objects.length]);
 }
 
-function resolveTimestamp(spec: TimestampPick, timestamps: bigint[]): bigint {
+export function resolveTimestamp(spec: TimestampPick, timestamps: bigint[]): bigint {
   if (spec.kind === 'max') return MAX64;
   if (spec.kind === 'zero' || timestamps.length === 0) return 0n;
   const ts = timestamps[spec.pick % timestamps.length] + spec.delta;

@@ -120,6 +120,9 @@ export class Ledger {
   private readonly transfers_by_code = new Map<number, Transfer[]>();
   private readonly expiry = new ExpiryQueue();
 
+  /** Set for the duration of an `adopt` batch: see createTransfers. */
+  private adopt_inputs = false;
+
   // Linked-chain scope: undo records, and index work deferred until the chain persists.
   private scope_open = false;
   private readonly undo: Undo[] = [];
@@ -156,13 +159,22 @@ export class Ledger {
     return result;
   }
 
-  createTransfers(events: readonly TransferInput[], now_ns: bigint): CreateResult {
+  /**
+   * `adopt`: the events are distinct objects that the caller hands over (freshly decoded), so a
+   * created transfer may be stored as its own input object instead of a copy. Callers that keep
+   * or reuse their event objects must pass false.
+   */
+  createTransfers(events: readonly TransferInput[], now_ns: bigint, options: { adopt: boolean } = { adopt: false }): CreateResult {
     assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
     const timestamp = this.batchTimestamp(now_ns, events.length);
     this.expirePending(timestamp - BigInt(Math.max(events.length, 1)) + 1n);
-    const result = this.execute(events, timestamp, true);
-    this.last_timestamp = timestamp;
-    return result;
+    this.adopt_inputs = options.adopt;
+    try {
+      return this.execute(events, timestamp, true);
+    } finally {
+      this.adopt_inputs = false;
+      this.last_timestamp = timestamp;
+    }
   }
 
   /** Expires every pending transfer due at `now_ns`; the engine calls it when no batch comes. */
@@ -395,20 +407,28 @@ export class Ledger {
       if (cr.credits_pending + cr.credits_posted + amount > cr.debits_posted) return TS.exceeds_debits;
     }
 
-    const transfer: Transfer = {
-      id: t.id,
-      debit_account_id: t.debit_account_id,
-      credit_account_id: t.credit_account_id,
-      amount,
-      pending_id: 0n,
-      user_data_64: t.user_data_64,
-      user_data_32: t.user_data_32,
-      timeout: t.timeout,
-      ledger: t.ledger,
-      code: t.code,
-      flags,
-      timestamp,
-    };
+    let transfer: Transfer;
+    if (this.adopt_inputs) {
+      // The input already has every field of the record but these two (pending_id is zero here).
+      transfer = t;
+      transfer.amount = amount;
+      transfer.timestamp = timestamp;
+    } else {
+      transfer = {
+        id: t.id,
+        debit_account_id: t.debit_account_id,
+        credit_account_id: t.credit_account_id,
+        amount,
+        pending_id: 0n,
+        user_data_64: t.user_data_64,
+        user_data_32: t.user_data_32,
+        timeout: t.timeout,
+        ledger: t.ledger,
+        code: t.code,
+        flags,
+        timestamp,
+      };
+    }
     this.touchAccount(dr);
     this.touchAccount(cr);
     if (is_pending) {

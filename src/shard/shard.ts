@@ -148,7 +148,7 @@ export class Shard {
         this.ledger.createAccounts(decodeAccountBatch(entry.body, entry.count), entry.now_ns);
         break;
       case LogOp.create_transfers:
-        this.ledger.createTransfers(decodeTransferBatch(entry.body, entry.count), entry.now_ns);
+        this.ledger.createTransfers(decodeTransferBatch(entry.body, entry.count), entry.now_ns, { adopt: true });
         break;
       case LogOp.pulse:
         this.ledger.pulse(entry.now_ns);
@@ -191,7 +191,8 @@ export class Shard {
       const result = this.ledger.createAccounts(decodeAccountBatch(bytes, count), now);
       return this.commit(op, now, count, bytes, count, result);
     }
-    const result = this.ledger.createTransfers(decodeTransferBatch(bytes, count), now);
+    // Freshly decoded events belong to nobody else: the ledger may keep them as its records.
+    const result = this.ledger.createTransfers(decodeTransferBatch(bytes, count), now, { adopt: true });
     return this.commit(op, now, count, bytes, 2 * count, result);
   }
 

@@ -7,6 +7,7 @@
 // never stalls the commit of client batches.
 
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { closeEnvironment } from './close.ts';
 import type { Account, Transfer } from '../ledger/types.ts';
 import type { HistoryEntry, Ledger, LedgerChanges, LedgerSnapshot, PendingState } from '../ledger/ledger.ts';
 import {
@@ -191,9 +192,8 @@ export class CheckpointStore {
     return { accounts, transfers, history, pending, transient, last_timestamp: meta?.last_timestamp ?? 0n };
   }
 
-  async close(): Promise<void> {
-    await this.env.flushed;
-    await this.env.close();
+  close(): Promise<void> {
+    return closeEnvironment(this.env);
   }
 }
 

@@ -8,6 +8,7 @@
 
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { crc32 } from 'node:zlib';
+import { closeEnvironment } from './close.ts';
 
 export const LogOp = { create_accounts: 1, create_transfers: 2, pulse: 3 } as const;
 export type LogOpValue = (typeof LogOp)[keyof typeof LogOp];
@@ -139,9 +140,8 @@ export class LogStore {
     });
   }
 
-  async close(): Promise<void> {
-    await this.env.flushed;
-    await this.env.close();
+  close(): Promise<void> {
+    return closeEnvironment(this.env);
   }
 }
 
