@@ -68,5 +68,5 @@ export function isLedgerOp(op: string): op is LedgerOp {
   return Object.hasOwn(LEDGER_OPS, op);
 }
 
-/** Ops of the protocol this server does not serve yet (section 5): answered `unknown_op` with a reason. */
-export const NOT_YET_SERVED: ReadonlySet<string> = new Set(['subscribe', 'unsubscribe']);
+/** Ops of the protocol this server does not serve yet: answered `unknown_op` with a reason. */
+export const NOT_YET_SERVED: ReadonlySet<string> = new Set<string>();

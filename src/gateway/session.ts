@@ -20,6 +20,7 @@ import {
   type ErrorCode,
 } from './protocol.ts';
 import type { Principal, TokenStore } from './tokens.ts';
+import { Subscription, parseCursor, parseLedgers, type FeedEngine } from './feed.ts';
 import type { ShardResult } from '../shard/messages.ts';
 
 export interface SessionLimits {
@@ -64,6 +65,8 @@ interface InFlight {
 }
 
 const U32_MAX = 0xffff_ffff;
+/** Change-feed subscriptions one connection may hold at once. */
+const SUBSCRIPTIONS_MAX = 16;
 /** Close reasons are at most 123 bytes (RFC 6455 5.5). */
 const CLOSE_REASON_MAX = 123;
 
@@ -99,6 +102,8 @@ export class Session {
   private state: State = 'awaiting_hello';
   private principal: Principal | null = null;
   private readonly inflight = new Map<number, InFlight>();
+  private readonly subscriptions = new Map<number, Subscription>();
+  private next_subscription = 1;
   private idle_waiters: Array<() => void> = [];
   private paused = false;
   /** A pong (or any frame) arrived since the last heartbeat ping. */
@@ -291,6 +296,10 @@ export class Session {
       done?.('hello', 'invalid_request');
       return;
     }
+    if (op === 'subscribe' || op === 'unsubscribe') {
+      this.handleFeed(op, id, frame, done);
+      return;
+    }
     if (!isLedgerOp(op)) {
       const shown = JSON.stringify(op.slice(0, 64));
       const message = NOT_YET_SERVED.has(op)
@@ -374,6 +383,97 @@ export class Session {
     );
   }
 
+  // -------------------------------------------------------------------------------------------------
+  // Change feed (PROTOCOL.md section 5).
+
+  private handleFeed(op: 'subscribe' | 'unsubscribe', id: number, frame: Frame, done: ((op: string, outcome: string) => void) | null): void {
+    const fail = (error: ErrorCode, message: string, field?: string): void => {
+      this.sendError(id, error, message, field);
+      done?.(op, error);
+    };
+    const principal = this.principal as Principal;
+    if (!hasScope(principal.scopes, 'subscribe')) {
+      fail('forbidden', `${op} needs scope subscribe; token ${principal.name} has ${principal.scopes.join(', ')}`);
+      return;
+    }
+    const candidate = this.ctx.engine as unknown as Partial<FeedEngine> & { shard_count?: number };
+    if (typeof candidate.feedRead !== 'function' || typeof candidate.onCommitted !== 'function') {
+      fail('unknown_op', `op ${op} (change feed) is not served by this server`);
+      return;
+    }
+    const engine = candidate as FeedEngine & { shard_count?: number };
+    const allowed = op === 'subscribe' ? ['id', 'op', 'from', 'ledgers'] : ['id', 'op', 'subscription'];
+    for (const key in frame) {
+      if (!allowed.includes(key) && frame[key] !== undefined) {
+        fail('invalid_request', `${op} has unknown field ${JSON.stringify(key.slice(0, 64))}; expected ${allowed.slice(2).join(', ')}`, key.slice(0, 64));
+        return;
+      }
+    }
+    if (op === 'unsubscribe') {
+      const subscription = requestId(frame.subscription);
+      const found = this.subscriptions.get(subscription);
+      if (found === undefined) {
+        fail('invalid_request', `no subscription ${String(frame.subscription)} on this connection`, 'subscription');
+        return;
+      }
+      found.stop();
+      this.subscriptions.delete(subscription);
+      this.send({ id });
+      done?.(op, 'ok');
+      return;
+    }
+    if (this.subscriptions.size >= SUBSCRIPTIONS_MAX) {
+      fail('too_many_inflight', `${this.subscriptions.size} subscriptions are open on this connection (limit ${SUBSCRIPTIONS_MAX}); unsubscribe one first`);
+      return;
+    }
+    const ledgers = parseLedgers(frame.ledgers);
+    if (!ledgers.ok) {
+      fail('invalid_request', ledgers.message, 'ledgers');
+      return;
+    }
+    let shard = 0;
+    let position = 0;
+    const latest = frame.from === 'latest';
+    if (frame.from !== undefined && !latest) {
+      const cursor = parseCursor(frame.from, engine.shard_count ?? 1);
+      if (!cursor.ok) {
+        fail('invalid_request', cursor.message, 'from');
+        return;
+      }
+      shard = cursor.shard;
+      position = cursor.position;
+    }
+    // The feed's head decides 'latest' and whether a cursor belongs to this engine at all.
+    engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null).then((result) => {
+      if (this.state !== 'open') return;
+      if (!('feed' in result)) {
+        fail('error' in result ? result.error : 'internal', 'error' in result ? result.message : 'the feed is not available');
+        return;
+      }
+      const head = result.feed.head;
+      if (position > head) {
+        fail('invalid_request', `cursor is ahead of this engine's feed (${head} transfers committed): it comes from another data directory`, 'from');
+        return;
+      }
+      const subscription_id = this.next_subscription++;
+      const subscription = new Subscription(subscription_id, shard, latest ? head : position, ledgers.ledgers, {
+        engine,
+        buffered: () => this.ws.bufferedAmount,
+        push: (message) => this.send(message),
+        ended: (ended) => this.subscriptions.delete(ended.id),
+        high_water_bytes: this.ctx.limits.send_high_water_bytes,
+        stall_ms: Math.max(1, Math.floor(this.ctx.limits.send_stall_ms / 3)),
+      });
+      this.subscriptions.set(subscription_id, subscription);
+      this.send({ id, subscription: subscription_id });
+      done?.(op, 'ok');
+      void subscription.run();
+    }, (error: unknown) => {
+      this.log.error({ err: error instanceof Error ? error.message : String(error) }, 'subscribe failed');
+      fail('internal', 'internal error; see the server log');
+    });
+  }
+
   private settle(entry: InFlight): void {
     clearTimeout(entry.timer);
     this.inflight.delete(entry.id);
@@ -454,6 +554,8 @@ export class Session {
 
   private onClosed(code: number, reason: string): void {
     this.state = 'closed';
+    for (const subscription of this.subscriptions.values()) subscription.stop();
+    this.subscriptions.clear();
     this.clearTimers();
     if (this.kill_timer !== null) clearTimeout(this.kill_timer);
     this.kill_timer = null;

@@ -34,6 +34,7 @@ export class Engine {
   readonly recovery: RecoveryInfo[];
   private readonly handles: ShardHandle[];
   private readonly lock_path: string;
+  private readonly committed_listeners = new Set<(shard: number) => void>();
 
   private constructor(options: EngineOptions, handles: ShardHandle[], recovery: RecoveryInfo[], lock_path: string) {
     this.options = options;
@@ -82,7 +83,29 @@ export class Engine {
   }
 
   createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.create_transfers, { count, body }], count);
+    const result = this.handles[0].request((id) => [id, ShardOp.create_transfers, { count, body }], count);
+    return result.then((value) => {
+      if ('status' in value) this.notifyCommitted(0);
+      return value;
+    });
+  }
+
+  /** One page of shard `shard`'s change feed (see Shard.feedRead). */
+  feedRead(shard: number, from: number, limit: number, ledgers: number[] | null): Promise<ShardResult> {
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.handles.length) {
+      return Promise.resolve({ error: 'internal', message: `no shard ${shard}` });
+    }
+    return this.handles[shard].request((id) => [id, ShardOp.feed_read, { from, limit, ledgers }], 1);
+  }
+
+  /** Calls `listener(shard)` after each durable create_transfers batch; returns an unsubscribe. */
+  onCommitted(listener: (shard: number) => void): () => void {
+    this.committed_listeners.add(listener);
+    return () => this.committed_listeners.delete(listener);
+  }
+
+  private notifyCommitted(shard: number): void {
+    for (const listener of this.committed_listeners) listener(shard);
   }
 
   lookupAccounts(ids: bigint[]): Promise<ShardResult> {

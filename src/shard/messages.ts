@@ -19,6 +19,7 @@ export const ShardOp = {
   get_account_balances: 6,
   query_accounts: 7,
   query_transfers: 8,
+  feed_read: 9,
 } as const;
 export type ShardOpValue = (typeof ShardOp)[keyof typeof ShardOp];
 
@@ -27,13 +28,15 @@ export type ShardRequest =
   | [number, typeof ShardOp.create_accounts | typeof ShardOp.create_transfers, { count: number; body: Uint8Array }]
   | [number, typeof ShardOp.lookup_accounts | typeof ShardOp.lookup_transfers, { ids: bigint[] }]
   | [number, typeof ShardOp.get_account_transfers | typeof ShardOp.get_account_balances, { filter: AccountFilter }]
-  | [number, typeof ShardOp.query_accounts | typeof ShardOp.query_transfers, { filter: QueryFilter }];
+  | [number, typeof ShardOp.query_accounts | typeof ShardOp.query_transfers, { filter: QueryFilter }]
+  | [number, typeof ShardOp.feed_read, { from: number; limit: number; ledgers: number[] | null }];
 
 export type ShardResult =
   | { status: number[]; timestamp: bigint[] }
   | { accounts: Account[] }
   | { transfers: Transfer[] }
   | { balances: AccountBalance[] }
+  | { feed: { transfers: Transfer[]; next: number; head: number } }
   | { error: 'unavailable' | 'internal' | 'busy'; message: string };
 
 /** [request id, result]. */

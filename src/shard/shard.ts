@@ -46,6 +46,12 @@ export interface ShardOptions {
   on_checkpoint?: (seconds: number) => void;
 }
 
+export interface FeedPage {
+  transfers: Transfer[];
+  next: number;
+  head: number;
+}
+
 export interface RecoveryReport {
   checkpoint_position: number;
   replayed_entries: number;
@@ -82,6 +88,8 @@ export class Shard {
   private failure: Error | null = null;
   private closed = false;
   private readonly on_checkpoint: ((seconds: number) => void) | undefined;
+  /** Transfers (in commit order) whose log entries are durable: the change feed serves no further. */
+  private durable_transfers = 0;
   /** Wall-clock time of the last durable commit, for operators (never used by the ledger). */
   last_commit_unix_ms = 0;
 
@@ -95,6 +103,7 @@ export class Shard {
     this.pulse_enabled = options.pulse ?? true;
     this.on_checkpoint = options.on_checkpoint;
     this.recovery = this.recover();
+    this.durable_transfers = this.ledger.transfersInOrder().length;
     this.schedulePulse();
   }
 
@@ -201,8 +210,10 @@ export class Shard {
     this.last_append = durable;
     durable.catch((error: unknown) => this.fail(error));
     this.afterAppend(objects);
+    const transfers_after = this.ledger.transfersInOrder().length;
     return durable.then(() => {
       this.last_commit_unix_ms = Date.now();
+      if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       return result;
     });
   }
@@ -250,6 +261,26 @@ export class Shard {
     this.assertServing();
     await this.last_append;
     return value;
+  }
+
+  /**
+   * The change feed: committed transfers in commit order from ordinal `from`, at most `limit` of
+   * them (of the given ledgers, if any), never past what is durable. `next` is where to continue;
+   * `head` is the number of committed transfers. Scans at most `scan_max` transfers per call so a
+   * narrow ledger filter cannot stall the shard.
+   */
+  feedRead(from: number, limit: number, ledgers: readonly number[] | null, scan_max = 65_536): FeedPage {
+    this.assertServing();
+    const all = this.ledger.transfersInOrder();
+    const head = this.durable_transfers;
+    const out: Transfer[] = [];
+    let next = Math.max(0, Math.min(from, head));
+    const stop = Math.min(head, next + scan_max);
+    while (next < stop && out.length < limit) {
+      const transfer = all[next++];
+      if (ledgers === null || ledgers.includes(transfer.ledger)) out.push({ ...transfer });
+    }
+    return { transfers: out, next, head };
   }
 
   // ---------------------------------------------------------------------------------------------

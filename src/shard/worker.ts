@@ -108,6 +108,9 @@ function handle(request: ShardRequest): void {
       case ShardOp.query_accounts:
         void shard.queryAccounts(payload.filter).then((accounts) => reply(id, { accounts }), (e: unknown) => reply(id, failure(e)));
         return;
+      case ShardOp.feed_read:
+        reply(id, { feed: shard.feedRead(payload.from, payload.limit, payload.ledgers) });
+        return;
       case ShardOp.query_transfers:
         void shard.queryTransfers(payload.filter).then((transfers) => reply(id, { transfers }), (e: unknown) => reply(id, failure(e)));
         return;
