@@ -11,7 +11,7 @@ import { Engine } from '../src/shard/engine.ts';
 import { TokenStore } from '../src/gateway/tokens.ts';
 import { startGateway, type Gateway } from '../src/gateway/server.ts';
 import { createLogger } from '../src/gateway/log.ts';
-import { connect } from '../src/client/index.ts';
+import { connect, subscribe } from '../src/client/index.ts';
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, int64AsType: 'auto' } as unknown as ConstructorParameters<typeof Unpackr>[0]);
@@ -261,4 +261,39 @@ t.test('a stalled subscriber is paced, then told it lags; transfers keep committ
   t.same([...received, ...ids(again.pushes)].slice(0, fresh.length), fresh);
   again.close();
   await slow_gateway.close();
+});
+
+t.test('client iterator: everything once, in order, across a dropped connection', async (t) => {
+  const port = gateway.address.port;
+  const feed = subscribe({ url: gateway.address.url, token: ADMIN, reconnect: { initial_delay_ms: 20, max_delay_ms: 200 } });
+  const seen: bigint[] = [];
+  let dropped = false;
+  for await (const batch of feed) {
+    if (seen.length === 0) t.type(batch.transfers[0].id, 'bigint', 'u64 fields are bigints');
+    for (const transfer of batch.transfers) seen.push(transfer.id);
+    if (!dropped && seen.length > 0) {
+      // Drop every connection: a new gateway takes over the same port.
+      dropped = true;
+      await gateway.close();
+      gateway = await startGateway({ engine, tokens, port, logger: quiet });
+    }
+    if (seen.length >= committed.length) break;
+  }
+  t.ok(dropped, 'the connection was dropped mid-stream');
+  t.same(seen, committed, 'no gap and no duplicate');
+
+  // A latest subscription sees only new commits.
+  const live = subscribe({ url: gateway.address.url, token: ADMIN, from: 'latest', ledgers: [1] });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const fresh = await load(100);
+  committed.push(...fresh);
+  const got: bigint[] = [];
+  for await (const batch of live) {
+    got.push(...batch.transfers.map((transfer) => transfer.id));
+    if (got.length >= fresh.filter((id) => id % 5n !== 0n).length) break;
+  }
+  t.same(got, fresh.filter((id) => id % 5n !== 0n));
+
+  const refused = subscribe({ url: gateway.address.url, token: ADMIN, from: 'garbage' });
+  await t.rejects(refused.next(), { code: 'invalid_request' });
 });

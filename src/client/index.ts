@@ -1,6 +1,7 @@
 // The Keel channel client: the public surface. See docs/client.md.
 
 export { connect, type CallOptions, type ConnectOptions, type KeelClient } from './client.ts';
+export { subscribe, FeedSubscription, type FeedBatch, type FeedOptions } from './feed.ts';
 export type { ClientState } from './dispatcher.ts';
 export type { ReconnectOptions } from './backoff.ts';
 export type { HelloReply, Limits } from './replies.ts';

@@ -26,6 +26,8 @@ export interface SessionEnd {
 export interface SessionHandlers {
   reply(id: number, reply: Fields): void;
   end(end: SessionEnd): void;
+  /** Server pushes (PROTOCOL.md section 5); dropped when absent. */
+  push?(message: Fields): void;
 }
 
 /** The hello request's id: nothing else is in flight at that point. */
@@ -144,6 +146,15 @@ export class Session {
     return this.ended === undefined && this.ws.readyState === WebSocket.OPEN;
   }
 
+  /** Stops reading the socket (the server's sends back up and it paces its pushes). */
+  pauseReading(): void {
+    this.ws.pause();
+  }
+
+  resumeReading(): void {
+    this.ws.resume();
+  }
+
   send(bytes: Uint8Array): void {
     this.ws.send(bytes);
   }
@@ -178,7 +189,10 @@ export class Session {
       this.handlers?.end(this.ended);
       return;
     }
-    if (message.push !== undefined) return; // section 5 (subscriptions) is not handled yet
+    if (message.push !== undefined) {
+      this.handlers?.push?.(message);
+      return;
+    }
     const id = message.id;
     if (typeof id !== 'number') return;
     if (this.handlers === undefined) this.early.push([id, message]);

@@ -465,7 +465,9 @@ export class Session {
         stall_ms: Math.max(1, Math.floor(this.ctx.limits.send_stall_ms / 3)),
       });
       this.subscriptions.set(subscription_id, subscription);
-      this.send({ id, subscription: subscription_id });
+      // `cursor` (an extension, docs/change-feed.md): where the subscription starts, so a client
+      // that drops before the first push resumes without a gap.
+      this.send({ id, subscription: subscription_id, cursor: subscription.cursor });
       done?.(op, 'ok');
       void subscription.run();
     }, (error: unknown) => {
