@@ -257,7 +257,9 @@ export class Ledger {
         this.changed_transient.push(event.id);
       }
       status[index] = result;
-      timestamps[index] = result === 0 ? this.createdTimestamp(event, transfers) : this.existingTimestamp(event, result, transfers);
+      // A created object has the event's timestamp: assigned by position, or its own if imported.
+      if (result === 0) timestamps[index] = (event.flags & imported_flag) !== 0 ? event.timestamp : event_timestamp;
+      else timestamps[index] = this.existingTimestamp(event, result, transfers);
 
       if (chain !== -1 && ((event.flags & LINKED) === 0 || result === (transfers ? TS.linked_event_chain_open : AS.linked_event_chain_open))) {
         if (!chain_broken) this.scopePersist();
@@ -268,12 +270,6 @@ export class Ledger {
     // A chain still open here ended on its last event, which closed it above.
     assert(!this.scope_open, 'scope left open');
     return { status, timestamp: timestamps };
-  }
-
-  private createdTimestamp(event: AccountInput | TransferInput, transfers: boolean): bigint {
-    const object = transfers ? this.transfers.get(event.id) : this.accounts.get(event.id);
-    assert(object !== undefined, 'created object is stored');
-    return object.timestamp;
   }
 
   private existingTimestamp(event: AccountInput | TransferInput, result: number, transfers: boolean): bigint {
