@@ -14,7 +14,7 @@ Options (and their environment variables):
   --host HOST       listen address (KEEL_HOST, default 127.0.0.1)
   --port PORT       listen port, 0 picks a free one (KEEL_PORT, default 7070)
   --metrics-host H  Prometheus /metrics address (KEEL_METRICS_HOST, default 127.0.0.1)
-  --metrics-port P  Prometheus /metrics port, 0 picks one, -1 turns it off (KEEL_METRICS_PORT, default 9464; 0 with --port 0)
+  --metrics-port P  Prometheus /metrics port, 0 picks one, off turns it off (KEEL_METRICS_PORT, default 9464; 0 with --port 0)
   --shards N        shard workers (KEEL_SHARDS, default 1)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
@@ -106,7 +106,8 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   if (!shards.ok) return shards;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';
-  const metrics_port = integer('--metrics-port', pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default), -1, 65535);
+  const metrics_text = pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default);
+  const metrics_port = metrics_text === 'off' ? { ok: true as const, value: -1 } : integer('--metrics-port', metrics_text, 0, 65535);
   if (!metrics_port.ok) return metrics_port;
   const metrics_host = pick(str(values['metrics-host']), env.KEEL_METRICS_HOST, '127.0.0.1');
   if (metrics_host === '') return bad('--metrics-host must not be empty');

@@ -112,7 +112,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     } catch (error) {
       await gateway.close();
       await engine.close();
-      return fail(io, `cannot serve metrics: ${listenAdvice(error as NodeJS.ErrnoException, { ...args, host: args.metrics_host, port: args.metrics_port })} (or --metrics-port -1 to turn metrics off)`);
+      return fail(io, `cannot serve metrics: ${listenAdvice(error as NodeJS.ErrnoException, { ...args, host: args.metrics_host, port: args.metrics_port })} (or --metrics-port off)`);
     }
   }
 
