@@ -106,6 +106,7 @@ export class Session {
   private next_subscription = 1;
   private idle_waiters: Array<() => void> = [];
   private paused = false;
+  private corked = false;
   /** A pong (or any frame) arrived since the last heartbeat ping. */
   private alive = true;
   private hello_timer: NodeJS.Timeout | null;
@@ -514,8 +515,26 @@ export class Session {
       this.close(CloseCode.policy_violation, `send buffer over ${limits.send_buffer_max_bytes} bytes: the client does not read its replies`);
       return;
     }
+    this.cork();
     this.ws.send(frame, this.afterWrite);
     if (!this.paused && this.ws.bufferedAmount > limits.send_high_water_bytes) this.pauseReading();
+  }
+
+  /**
+   * Replies queued in the same tick leave in one write: the socket is corked on the first and
+   * uncorked on the next tick. A shard answers many requests at once, and one writev per reply
+   * was the gateway's largest cost under single-transfer load.
+   */
+  private cork(): void {
+    if (this.corked) return;
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (socket === undefined) return;
+    this.corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      socket.uncork();
+    });
   }
 
   private readonly afterWrite = (): void => {
