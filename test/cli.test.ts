@@ -53,7 +53,8 @@ async function startServer(data: string): Promise<Server> {
     const timer = setTimeout(() => reject(new Error(`no "listening on" line in 20 s:\n${out.stdout}\n${out.stderr}`)), 20_000);
     const look = (): void => {
       const m = /keel listening on (ws:\/\/\S+)/.exec(out.stdout);
-      if (m !== null) {
+      // The banner ends with the line on how to stop: wait for all of it.
+      if (m !== null && /stop with Ctrl-C/.test(out.stdout)) {
         clearTimeout(timer);
         resolve(m[1]);
       }

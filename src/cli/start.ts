@@ -116,28 +116,31 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     }
   }
 
+  // One write, so that whoever reads stdout (a supervisor, a test) sees the banner whole.
+  const banner: string[] = [];
   if (admin_token !== null) {
-    io.out('Created the first token, "admin" (scope admin). It is shown only this once; store it safely:');
-    io.out('');
-    io.out(`    ${admin_token}`);
-    io.out('');
-    io.out('Create narrower tokens with `keel token create NAME --scopes ledger:read,ledger:write`.');
-    io.out('');
+    banner.push('Created the first token, "admin" (scope admin). It is shown only this once; store it safely:');
+    banner.push('');
+    banner.push(`    ${admin_token}`);
+    banner.push('');
+    banner.push('Create narrower tokens with `keel token create NAME --scopes ledger:read,ledger:write`.');
+    banner.push('');
   }
-  io.out(`keel listening on ${gateway.address.url}`);
-  io.out(`  metrics         ${metrics_server === null ? 'off' : metrics_server.url}`);
-  io.out(`  data directory  ${data_dir}`);
-  io.out(`  center          ${args.center}`);
+  banner.push(`keel listening on ${gateway.address.url}`);
+  banner.push(`  metrics         ${metrics_server === null ? 'off' : metrics_server.url}`);
+  banner.push(`  data directory  ${data_dir}`);
+  banner.push(`  center          ${args.center}`);
   engine.recovery.forEach((r, shard) => {
     const replay = r.replayed_entries === 0 ? 'nothing to replay' : `replayed ${r.replayed_entries} log entries`;
-    io.out(
+    banner.push(
       `  recovery        shard ${shard}: checkpoint at log position ${r.checkpoint_position}, ${replay}, ` +
         `log head ${r.head_position} (${Math.round(r.duration_ms)} ms)`,
     );
   });
   const active = tokens.list().filter((r) => r.revoked_at === null).length;
-  io.out(`  tokens          ${tokens.path} (${active} active)`);
-  io.out('  stop with Ctrl-C or SIGTERM: in-flight requests are answered, then the engine checkpoints');
+  banner.push(`  tokens          ${tokens.path} (${active} active)`);
+  banner.push('  stop with Ctrl-C or SIGTERM: in-flight requests are answered, then the engine checkpoints');
+  io.out(banner.join('\n'));
 
   return new Promise<number>((resolveExit) => {
     let stopping = false;
