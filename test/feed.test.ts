@@ -242,9 +242,11 @@ t.test('a stalled subscriber is paced, then told it lags; transfers keep committ
   t.notOk(reply.error);
   (c as unknown as { ws: WebSocket }).ws.pause(); // stop reading: the server's sends back up
   const fresh: bigint[] = [];
-  for (let i = 0; i < 8; i++) fresh.push(...(await load(4000)));
+  // Far more than the kernel's socket buffers can absorb (~4 MB here), so the gateway's own send
+  // buffer must fill and the subscription must stall.
+  for (let i = 0; i < 24; i++) fresh.push(...(await load(4000)));
   committed.push(...fresh);
-  t.equal(fresh.length, 32_000, 'every transfer committed while the subscriber was stalled');
+  t.equal(fresh.length, 96_000, 'every transfer committed while the subscriber was stalled');
   await new Promise((resolve) => setTimeout(resolve, 1_500));
   (c as unknown as { ws: WebSocket }).ws.resume();
   await c.until((pushes) => pushes.some((p) => p.push === 'lagging'), 15_000);
