@@ -131,6 +131,10 @@ export class Subscription {
       const result = await this.io.engine.feedRead(this.shard, this.position, FEED_PAGE_TRANSFERS, this.ledgers);
       if (!this.active) return;
       if (!('feed' in result)) {
+        if ('error' in result && result.error === 'busy') {
+          await this.sleep(50); // the shard's queue is full: read again shortly, keep the subscription
+          continue;
+        }
         // The shard is not serving: the subscriber resumes from its cursor, elsewhere or later.
         this.end({ push: 'lagging', subscription: this.id, cursor: this.cursor });
         return;

@@ -104,6 +104,8 @@ export class Session {
   private readonly inflight = new Map<number, InFlight>();
   private readonly subscriptions = new Map<number, Subscription>();
   private next_subscription = 1;
+  /** Subscribes accepted but still reading the feed's head. */
+  private subscribing = 0;
   private idle_waiters: Array<() => void> = [];
   private paused = false;
   private corked = false;
@@ -423,7 +425,7 @@ export class Session {
       done?.(op, 'ok');
       return;
     }
-    if (this.subscriptions.size >= SUBSCRIPTIONS_MAX) {
+    if (this.subscriptions.size + this.subscribing >= SUBSCRIPTIONS_MAX) {
       fail('too_many_inflight', `${this.subscriptions.size} subscriptions are open on this connection (limit ${SUBSCRIPTIONS_MAX}); unsubscribe one first`);
       return;
     }
@@ -444,8 +446,12 @@ export class Session {
       shard = cursor.shard;
       position = cursor.position;
     }
-    // The feed's head decides 'latest' and whether a cursor belongs to this engine at all.
-    engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null).then((result) => {
+    // The feed's head decides 'latest' and whether a cursor belongs to this engine at all. The slot
+    // is held meanwhile, so a burst of subscribes cannot pass the limit.
+    this.subscribing++;
+    engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null).finally(() => {
+      this.subscribing--;
+    }).then((result) => {
       if (this.state !== 'open') return;
       if (!('feed' in result)) {
         fail('error' in result ? result.error : 'internal', 'error' in result ? result.message : 'the feed is not available');

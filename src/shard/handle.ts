@@ -123,10 +123,23 @@ export class ShardHandle {
   private flush(): void {
     this.flush_scheduled = false;
     if (this.outbox.length === 0) return;
-    const buffer = packTransferable(this.outbox);
+    const outbox = this.outbox;
     this.outbox = [];
-    const message: ToWorker = { type: 'requests', buffer };
-    this.worker.postMessage(message, [buffer]);
+    try {
+      const buffer = packTransferable(outbox);
+      const message: ToWorker = { type: 'requests', buffer };
+      this.worker.postMessage(message, [buffer]);
+    } catch (error) {
+      // Nothing reached the worker: answer every request of this flush rather than lose them.
+      const message = `could not hand requests to shard ${this.index}: ${error instanceof Error ? error.message : String(error)}`;
+      for (const [id] of outbox) {
+        const pending = this.waiting.get(id);
+        if (pending === undefined) continue;
+        this.waiting.delete(id);
+        this.events_in_flight -= pending.events;
+        pending.resolve({ error: 'internal', message });
+      }
+    }
   }
 
   private onReplies(buffer: ArrayBuffer): void {

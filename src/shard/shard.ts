@@ -174,8 +174,9 @@ export class Shard {
     assertBatch(events.length);
     const body = encodeAccountBatch(events);
     const now = this.clock();
-    const result = this.ledger.createAccounts(events, now);
-    return this.commit(LogOp.create_accounts, now, events.length, body, events.length, result);
+    return this.applyAndCommit(LogOp.create_accounts, now, events.length, body, events.length, () =>
+      this.ledger.createAccounts(events, now),
+    );
   }
 
   createTransfers(events: readonly TransferInput[]): Promise<CreateResult> {
@@ -183,8 +184,31 @@ export class Shard {
     assertBatch(events.length);
     const body = encodeTransferBatch(events);
     const now = this.clock();
-    const result = this.ledger.createTransfers(events, now);
-    return this.commit(LogOp.create_transfers, now, events.length, body, 2 * events.length, result);
+    return this.applyAndCommit(LogOp.create_transfers, now, events.length, body, 2 * events.length, () =>
+      this.ledger.createTransfers(events, now),
+    );
+  }
+
+  /**
+   * Applies a batch and appends it. Anything that throws once the ledger may have changed (an
+   * invariant assertion, a log append refused at once) leaves memory ahead of the log: the shard
+   * then stops serving, and a restart recovers from the log.
+   */
+  private applyAndCommit(
+    op: typeof LogOp.create_accounts | typeof LogOp.create_transfers,
+    now: bigint,
+    count: number,
+    body: Buffer,
+    objects: number,
+    apply: () => CreateResult,
+  ): Promise<CreateResult> {
+    try {
+      const result = apply();
+      return this.commit(op, now, count, body, objects, result);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
   }
 
   /**
@@ -197,12 +221,12 @@ export class Shard {
     const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const now = this.clock();
     if (op === LogOp.create_accounts) {
-      const result = this.ledger.createAccounts(decodeAccountBatch(bytes, count), now);
-      return this.commit(op, now, count, bytes, count, result);
+      const events = decodeAccountBatch(bytes, count);
+      return this.applyAndCommit(op, now, count, bytes, count, () => this.ledger.createAccounts(events, now));
     }
     // Freshly decoded events belong to nobody else: the ledger may keep them as its records.
-    const result = this.ledger.createTransfers(decodeTransferBatch(bytes, count), now, { adopt: true });
-    return this.commit(op, now, count, bytes, 2 * count, result);
+    const events = decodeTransferBatch(bytes, count);
+    return this.applyAndCommit(op, now, count, bytes, 2 * count, () => this.ledger.createTransfers(events, now, { adopt: true }));
   }
 
   private commit<T>(op: typeof LogOp.create_accounts | typeof LogOp.create_transfers, now: bigint, count: number, body: Buffer, objects: number, result: T): Promise<T> {
@@ -212,6 +236,7 @@ export class Shard {
     this.afterAppend(objects);
     const transfers_after = this.ledger.transfersInOrder().length;
     return durable.then(() => {
+      if (this.failure !== null) throw new ShardClosedError(`storage failed: ${this.failure.message}`);
       this.last_commit_unix_ms = Date.now();
       if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       return result;

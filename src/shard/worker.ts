@@ -140,7 +140,8 @@ function flagsOf(body: Uint8Array, index: number): number {
 function mergeable(request: ShardRequest): request is CreateTransfers {
   if (request[1] !== ShardOp.create_transfers) return false;
   const { count, body } = request[2];
-  return count > 0 && (flagsOf(body, count - 1) & LINKED) === 0;
+  if (count <= 0 || body.byteLength !== count * TRANSFER_RECORD_BYTES) return false; // handled alone: its own error
+  return (flagsOf(body, count - 1) & LINKED) === 0;
 }
 
 function handleRun(run: CreateTransfers[]): void {
@@ -150,15 +151,15 @@ function handleRun(run: CreateTransfers[]): void {
   }
   let count = 0;
   for (const request of run) count += request[2].count;
-  const body = new Uint8Array(count * TRANSFER_RECORD_BYTES);
-  let offset = 0;
-  for (const request of run) {
-    body.set(request[2].body, offset);
-    offset += request[2].body.byteLength;
-  }
   const started = performance.now();
   let result: Promise<{ status: number[]; timestamp: bigint[] }>;
   try {
+    const body = new Uint8Array(count * TRANSFER_RECORD_BYTES);
+    let offset = 0;
+    for (const request of run) {
+      body.set(request[2].body, offset);
+      offset += request[2].body.byteLength;
+    }
     result = shard.createEncoded(LogOp.create_transfers, count, body);
   } catch (error) {
     for (const request of run) reply(request[0], failure(error));

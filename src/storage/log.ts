@@ -57,6 +57,7 @@ export class LogStore {
   private head_: LogHead;
   private durable_position_: number;
   private failure: Error | null = null;
+  private last_append: Promise<unknown> = Promise.resolve();
 
   private constructor(env: RootDatabase, entries: Database<Buffer, number>) {
     this.env = env;
@@ -102,17 +103,22 @@ export class LogStore {
     this.head_ = { position, checksum: bytes.readUInt32LE(48) };
     const written = this.entries.put(position, bytes) as Promise<boolean> & { flushed?: Promise<void> };
     const flushed = written.flushed ?? written;
-    return Promise.all([written, flushed]).then(
+    // An entry counts as durable only if every entry before it is: should an earlier write fail,
+    // a later one that succeeded must not be acknowledged over the gap.
+    const previous = this.last_append;
+    const durable = Promise.all([previous, written, flushed]).then(
       () => {
         if (position > this.durable_position_) this.durable_position_ = position;
         return position;
       },
       (error: unknown) => {
         // The in-memory state is now ahead of the disk: nothing may be acknowledged any more.
-        this.failure = error instanceof Error ? error : new Error(String(error));
+        if (this.failure === null) this.failure = error instanceof Error ? error : new Error(String(error));
         throw this.failure;
       },
     );
+    this.last_append = durable;
+    return durable;
   }
 
   /** Verified entries from `from` (inclusive) to the head, in order. */
