@@ -441,139 +441,100 @@ function badFilterFlags(flags: number, known: number, names: string): DecodeFail
   );
 }
 
+/** Fields both filters share; decoded into `out`, or a failure naming the field. */
+interface FilterCommon {
+  user_data_64: bigint;
+  user_data_32: number;
+  code: number;
+  timestamp_min: bigint;
+  timestamp_max: bigint;
+  limit: number;
+  flags: number;
+}
+
+/**
+ * Decodes one shared filter field into `out`. Returns null when done, a failure, or `false` when
+ * `key` is not a shared field (the caller then handles its own fields or reports it unknown).
+ */
+function filterCommonField(out: FilterCommon, key: string, v: unknown, flags_known: number, flag_names: string): DecodeFailure | null | false {
+  switch (key) {
+    case 'user_data_64': {
+      const x = u64(v);
+      if (x === undefined) return badU64('filter.user_data_64', v);
+      out.user_data_64 = x;
+      return null;
+    }
+    case 'user_data_32':
+      out.user_data_32 = uint(v, U32_MAX);
+      return out.user_data_32 < 0 ? badU32('filter.user_data_32', v) : null;
+    case 'code':
+      out.code = uint(v, U16_MAX);
+      return out.code < 0 ? badU16('filter.code', v) : null;
+    case 'timestamp_min':
+    case 'timestamp_max': {
+      const x = u64(v);
+      if (x === undefined) return badU64(`filter.${key}`, v);
+      out[key] = x;
+      return null;
+    }
+    case 'limit':
+      out.limit = uint(v, FILTER_LIMIT_MAX);
+      return out.limit < 1 ? badLimit(v) : null;
+    case 'flags':
+      out.flags = uint(v, U32_MAX);
+      if (out.flags < 0) return badU32('filter.flags', v);
+      if ((out.flags & ~flags_known) !== 0) return badFilterFlags(out.flags, flags_known, flag_names);
+      return null;
+    default:
+      return false;
+  }
+}
+
+function filterCommon(): FilterCommon {
+  return { user_data_64: 0n, user_data_32: 0, code: 0, timestamp_min: 0n, timestamp_max: 0n, limit: -1, flags: 0 };
+}
+
 /** The `filter` param of `get_account_transfers` / `get_account_balances`. */
 export function decodeAccountFilter(raw: unknown): Decoded<AccountFilter> {
   const o = fieldsOf(raw);
   if (o === undefined) return filterFailure(raw);
+  const common = filterCommon();
   let account_id: bigint | undefined;
-  let user_data_64 = 0n;
-  let user_data_32 = 0;
-  let code = 0;
-  let timestamp_min = 0n;
-  let timestamp_max = 0n;
-  let limit = -1;
-  let flags = 0;
   for (const key in o) {
     const v = o[key];
     if (v === undefined) continue;
-    switch (key) {
-      case 'account_id':
-        account_id = u64(v);
-        if (account_id === undefined) return badU64('filter.account_id', v);
-        break;
-      case 'user_data_64': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.user_data_64', v);
-        user_data_64 = x;
-        break;
-      }
-      case 'user_data_32':
-        user_data_32 = uint(v, U32_MAX);
-        if (user_data_32 < 0) return badU32('filter.user_data_32', v);
-        break;
-      case 'code':
-        code = uint(v, U16_MAX);
-        if (code < 0) return badU16('filter.code', v);
-        break;
-      case 'timestamp_min': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.timestamp_min', v);
-        timestamp_min = x;
-        break;
-      }
-      case 'timestamp_max': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.timestamp_max', v);
-        timestamp_max = x;
-        break;
-      }
-      case 'limit':
-        limit = uint(v, FILTER_LIMIT_MAX);
-        if (limit < 1) return badLimit(v);
-        break;
-      case 'flags':
-        flags = uint(v, U32_MAX);
-        if (flags < 0) return badU32('filter.flags', v);
-        if ((flags & ~ACCOUNT_FILTER_FLAGS_KNOWN) !== 0) {
-          return badFilterFlags(flags, ACCOUNT_FILTER_FLAGS_KNOWN, 'debits (1), credits (2), reversed (4)');
-        }
-        break;
-      default:
-        return unknownField('filter', key, ACCOUNT_FILTER_FIELDS);
+    const done = filterCommonField(common, key, v, ACCOUNT_FILTER_FLAGS_KNOWN, 'debits (1), credits (2), reversed (4)');
+    if (done !== false) {
+      if (done !== null) return done;
+      continue;
     }
+    if (key !== 'account_id') return unknownField('filter', key, ACCOUNT_FILTER_FIELDS);
+    account_id = u64(v);
+    if (account_id === undefined) return badU64('filter.account_id', v);
   }
   if (account_id === undefined) return missing('filter.account_id', U64_WHAT);
-  if (limit < 0) return missing('filter.limit', `an integer in 1..${FILTER_LIMIT_MAX}`);
-  return {
-    ok: true,
-    value: { account_id, user_data_64, user_data_32, code, timestamp_min, timestamp_max, limit, flags },
-  };
+  if (common.limit < 0) return missing('filter.limit', `an integer in 1..${FILTER_LIMIT_MAX}`);
+  return { ok: true, value: { account_id, ...common } };
 }
 
 /** The `filter` param of `query_accounts` / `query_transfers`. */
 export function decodeQueryFilter(raw: unknown): Decoded<QueryFilter> {
   const o = fieldsOf(raw);
   if (o === undefined) return filterFailure(raw);
-  let user_data_64 = 0n;
-  let user_data_32 = 0;
+  const common = filterCommon();
   let ledger = 0;
-  let code = 0;
-  let timestamp_min = 0n;
-  let timestamp_max = 0n;
-  let limit = -1;
-  let flags = 0;
   for (const key in o) {
     const v = o[key];
     if (v === undefined) continue;
-    switch (key) {
-      case 'user_data_64': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.user_data_64', v);
-        user_data_64 = x;
-        break;
-      }
-      case 'user_data_32':
-        user_data_32 = uint(v, U32_MAX);
-        if (user_data_32 < 0) return badU32('filter.user_data_32', v);
-        break;
-      case 'ledger':
-        ledger = uint(v, U32_MAX);
-        if (ledger < 0) return badU32('filter.ledger', v);
-        break;
-      case 'code':
-        code = uint(v, U16_MAX);
-        if (code < 0) return badU16('filter.code', v);
-        break;
-      case 'timestamp_min': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.timestamp_min', v);
-        timestamp_min = x;
-        break;
-      }
-      case 'timestamp_max': {
-        const x = u64(v);
-        if (x === undefined) return badU64('filter.timestamp_max', v);
-        timestamp_max = x;
-        break;
-      }
-      case 'limit':
-        limit = uint(v, FILTER_LIMIT_MAX);
-        if (limit < 1) return badLimit(v);
-        break;
-      case 'flags':
-        flags = uint(v, U32_MAX);
-        if (flags < 0) return badU32('filter.flags', v);
-        if ((flags & ~QUERY_FILTER_FLAGS_KNOWN) !== 0) {
-          return badFilterFlags(flags, QUERY_FILTER_FLAGS_KNOWN, 'reversed (1)');
-        }
-        break;
-      default:
-        return unknownField('filter', key, QUERY_FILTER_FIELDS);
+    const done = filterCommonField(common, key, v, QUERY_FILTER_FLAGS_KNOWN, 'reversed (1)');
+    if (done !== false) {
+      if (done !== null) return done;
+      continue;
     }
+    if (key !== 'ledger') return unknownField('filter', key, QUERY_FILTER_FIELDS);
+    ledger = uint(v, U32_MAX);
+    if (ledger < 0) return badU32('filter.ledger', v);
   }
-  if (limit < 0) return missing('filter.limit', `an integer in 1..${FILTER_LIMIT_MAX}`);
-  return {
-    ok: true,
-    value: { user_data_64, user_data_32, ledger, code, timestamp_min, timestamp_max, limit, flags },
-  };
+  if (common.limit < 0) return missing('filter.limit', `an integer in 1..${FILTER_LIMIT_MAX}`);
+  return { ok: true, value: { ...common, ledger } };
 }
