@@ -132,9 +132,10 @@ const FLAGS_OFFSET = 70;
 const LINKED = 1 << 0;
 const IMPORTED = 1 << 8;
 
+/** A record's u16 flags (little-endian), read without a DataView per request. */
 function flagsOf(body: Uint8Array, index: number): number {
-  const at = body.byteOffset + index * TRANSFER_RECORD_BYTES + FLAGS_OFFSET;
-  return new DataView(body.buffer).getUint16(at, true);
+  const at = index * TRANSFER_RECORD_BYTES + FLAGS_OFFSET;
+  return body[at] | (body[at + 1] << 8);
 }
 
 function mergeable(request: ShardRequest): request is CreateTransfers {
