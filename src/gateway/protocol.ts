@@ -68,5 +68,3 @@ export function isLedgerOp(op: string): op is LedgerOp {
   return Object.hasOwn(LEDGER_OPS, op);
 }
 
-/** Ops of the protocol this server does not serve yet: answered `unknown_op` with a reason. */
-export const NOT_YET_SERVED: ReadonlySet<string> = new Set<string>();

@@ -13,7 +13,6 @@ import {
   CloseCode,
   EVENTS_PER_REQUEST_MAX,
   LEDGER_OPS,
-  NOT_YET_SERVED,
   PROTOCOL_VERSION,
   hasScope,
   isLedgerOp,
@@ -305,9 +304,7 @@ export class Session {
     }
     if (!isLedgerOp(op)) {
       const shown = JSON.stringify(op.slice(0, 64));
-      const message = NOT_YET_SERVED.has(op)
-        ? `op ${shown} (change feed) is not served by this server yet`
-        : `unknown op ${shown}; known ops: hello, ${Object.keys(LEDGER_OPS).join(', ')}`;
+      const message = `unknown op ${shown}; known ops: hello, subscribe, unsubscribe, ${Object.keys(LEDGER_OPS).join(', ')}`;
       this.sendError(id, 'unknown_op', message);
       done?.('unknown', 'unknown_op');
       return;
