@@ -28,10 +28,16 @@
 // `id_already_failed`, nothing acknowledged as failed gets created, chains stay whole, and the books
 // still balance. A clean SIGTERM and restart must then show exactly the same accounts and transfers.
 //
+// The engine runs SHARDS shards (2 unless KEEL_E2E_CRASH_SHARDS says otherwise), and the accounts
+// spread over them by partition, so about half of the transfers and most chains are cross-shard:
+// kills land in the middle of cross-shard groups, which recovery must finish on every shard or on
+// none. The test counts the cross-shard transfers it got acknowledged.
+//
 // KEEL_E2E_CRASH_SEED replays a run's workload and kill delays (the kill moments themselves still
 // depend on the machine's speed); KEEL_E2E_CRASH_KILLS sets the number of kills.
 
 import t from 'tap';
+import { shardOfAccount } from '../src/shard/partition.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,6 +58,7 @@ import {
 
 const SEED = Number(process.env.KEEL_E2E_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const KILLS = Number(process.env.KEEL_E2E_CRASH_KILLS ?? 20);
+const SHARDS = Number(process.env.KEEL_E2E_CRASH_SHARDS ?? 2);
 /** Connections sending batches, one at a time each. */
 const LANES = 8;
 /** Share of kills timed from the spawn rather than from "listening": some land during recovery. */
@@ -295,7 +302,7 @@ interface Server {
 }
 
 function startKeel(data: string): Server {
-  const child = spawn(process.execPath, ['--import=tsx', MAIN, 'start', '--port', '0', '--data', data], {
+  const child = spawn(process.execPath, ['--import=tsx', MAIN, 'start', '--port', '0', '--data', data, '--shards', String(SHARDS)], {
     cwd: ROOT,
     env: { ...process.env, KEEL_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -593,6 +600,12 @@ t.test('kill -9 at random moments under load over the wire: acknowledged transfe
       `${acked.length} acknowledged, ${unknown.length} of unknown outcome, ${not_sent.length} never sent`,
   );
   t.ok(acked.length > kills, 'the load got through between kills');
+  if (SHARDS > 1) {
+    const sent = acked.flatMap((b) => b.events).filter((e) => e.debit_account_id !== 0n);
+    const cross = sent.filter((e) => shardOfAccount(e.debit_account_id, SHARDS) !== shardOfAccount(e.credit_account_id, SHARDS));
+    t.comment(`${cross.length} of ${sent.length} acknowledged transfers (posts and voids aside) were cross-shard (${SHARDS} shards)`);
+    t.ok(cross.length >= sent.length / 4, 'a high share of the acknowledged load crossed shards');
+  }
   t.ok(stale_locks >= KILLS, `the next start took over the dead engine's lock (${stale_locks} times)`);
   t.same(unexpected, [], 'no call failed but for the connection lost at a kill');
 

@@ -89,6 +89,8 @@ const DEFAULT_SEED = 20_261_203;
 const SEED = process.env.KEEL_E2E_SEED !== undefined ? Number(process.env.KEEL_E2E_SEED) : DEFAULT_SEED;
 const DEFAULT_RUNS = 100;
 const RUNS = process.env.KEEL_E2E_RUNS !== undefined ? Number(process.env.KEEL_E2E_RUNS) : DEFAULT_RUNS;
+/** KEEL_E2E_SHARDS=2 runs one shard count only. */
+const SHARD_COUNTS = process.env.KEEL_E2E_SHARDS !== undefined ? [Number(process.env.KEEL_E2E_SHARDS)] : [1, 2, 4];
 const SHRINK = process.env.KEEL_FC_SHRINK === '1';
 /** Steps per sequence after the setup, as in the in-process test. */
 const STEPS = 30;
@@ -776,9 +778,12 @@ type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 // ---------------------------------------------------------------------------------------------
 // In-process engine + gateway on loopback, both drivers.
 
-t.test('over a WebSocket, the engine agrees with the reference model (engine and gateway in-process)', async (t) => {
+// With several shards most transfers are cross-shard: the runs draw their accounts from a few
+// ids, which spread over the shards by partition, so about half (2 shards) or three quarters (4)
+// of the transfers, and most chains, span shards.
+for (const shards of SHARD_COUNTS) t.test(`over a WebSocket with ${shards} shard(s), the engine agrees with the reference model (engine and gateway in-process)`, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-e2e-model-'));
-  const engine = await Engine.start({ data_dir: dir, shards: 1, queue_events_max: 1_000_000 });
+  const engine = await Engine.start({ data_dir: dir, shards, queue_events_max: 1_000_000 });
   const opened = TokenStore.open(dir);
   if (!opened.ok) throw new Error(opened.message);
   const created = opened.value.create('e2e', ['ledger:read', 'ledger:write']);

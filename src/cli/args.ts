@@ -2,6 +2,7 @@
 // values: a message that says what was wrong and what to do.
 
 import { parseArgs } from 'node:util';
+import { SHARDS_MAX } from '../shard/router.ts';
 
 export const USAGE = `Usage:
   keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--tls-cert FILE --tls-key FILE] [--center NAME]
@@ -15,7 +16,8 @@ Options (and their environment variables):
   --port PORT       listen port, 0 picks a free one (KEEL_PORT, default 7070)
   --metrics-host H  Prometheus /metrics address (KEEL_METRICS_HOST, default 127.0.0.1)
   --metrics-port P  Prometheus /metrics port, 0 picks one, off turns it off (KEEL_METRICS_PORT, default 9464; 0 with --port 0)
-  --shards N        shard workers (KEEL_SHARDS, default 1)
+  --shards N        shard workers, 1..16 (KEEL_SHARDS; default: the data directory's count,
+                    or one per core for a new one; fixed once the directory exists)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -32,7 +34,8 @@ export interface StartArgs {
   /** -1: no metrics endpoint. */
   metrics_port: number;
   metrics_host: string;
-  shards: number;
+  /** null: the data directory's count, or one per core for a new directory. */
+  shards: number | null;
   tls_cert: string | null;
   tls_key: string | null;
   center: string;
@@ -102,7 +105,8 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   if (positionals.length > 0) return bad(`keel start takes no arguments besides options; got ${JSON.stringify(positionals[0])}`);
   const port = integer('--port', pick(str(values.port), env.KEEL_PORT, '7070'), 0, 65535);
   if (!port.ok) return port;
-  const shards = integer('--shards', pick(str(values.shards), env.KEEL_SHARDS, '1'), 1, 1024);
+  const shards_text = pick(str(values.shards), env.KEEL_SHARDS, 'auto');
+  const shards = shards_text === 'auto' ? { ok: true as const, value: null } : integer('--shards', shards_text, 1, SHARDS_MAX);
   if (!shards.ok) return shards;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';

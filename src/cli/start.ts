@@ -6,7 +6,9 @@
 
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Engine, EngineLockedError } from '../shard/engine.ts';
+import { Engine, EngineLockedError, storedShardCount } from '../shard/engine.ts';
+import { SHARDS_MAX } from '../shard/router.ts';
+import { availableParallelism } from 'node:os';
 import { createLogger } from '../gateway/log.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { MainMetrics } from '../metrics/gateway.ts';
@@ -59,7 +61,8 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
 
   let engine: Engine;
   try {
-    engine = await Engine.start({ data_dir, shards: args.shards, queue_events_max: QUEUE_EVENTS_MAX });
+    const shards = args.shards ?? storedShardCount(data_dir) ?? Math.min(SHARDS_MAX, availableParallelism());
+    engine = await Engine.start({ data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX });
   } catch (error) {
     if (error instanceof EngineLockedError) {
       io.err(`keel: ${error.message}`);

@@ -26,6 +26,19 @@ export class ExpiryQueue {
     }
   }
 
+  /** Visits every entry due at or before `limit` (in heap order), pruning later subtrees. */
+  collectUpTo(limit: bigint, visit: (entry: ExpiryEntry) => void): void {
+    const heap = this.heap;
+    const stack: number[] = heap.length > 0 ? [0] : [];
+    while (stack.length > 0) {
+      const i = stack.pop()!;
+      if (heap[i].expires_at > limit) continue;
+      visit(heap[i]);
+      if (2 * i + 1 < heap.length) stack.push(2 * i + 1);
+      if (2 * i + 2 < heap.length) stack.push(2 * i + 2);
+    }
+  }
+
   peek(): ExpiryEntry | undefined {
     return this.heap[0];
   }

@@ -119,6 +119,20 @@ export class Ledger {
   private readonly transfers_by_ledger = new Map<number, Transfer[]>();
   private readonly transfers_by_code = new Map<number, Transfer[]>();
   private readonly expiry = new ExpiryQueue();
+  /**
+   * Deadlines of pending transfers that this ledger holds but one of whose accounts it does not
+   * (a cross-shard transfer kept by both shards). It cannot expire them alone: the engine expires
+   * them in a cross-shard group, so that both sides change at once.
+   */
+  private readonly foreign_expiry = new ExpiryQueue();
+  /**
+   * Timestamps held by objects outside this ledger (a partial ledger seeded for a cross-shard
+   * group): imported events must not reuse them either.
+   */
+  private readonly timestamps_taken = new Set<bigint>();
+  /** The maxima a seeded partial ledger starts from: objects held elsewhere still count. */
+  private seeded_account_timestamp_max = 0n;
+  private seeded_transfer_timestamp_max = 0n;
 
   /** Set for the duration of an `adopt` batch: see createTransfers. */
   private adopt_inputs = false;
@@ -150,11 +164,11 @@ export class Ledger {
     return now_ns > floor ? now_ns : floor;
   }
 
-  createAccounts(events: readonly AccountInput[], now_ns: bigint): CreateResult {
+  createAccounts(events: readonly AccountInput[], now_ns: bigint, runs?: TimestampRuns): CreateResult {
     assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
-    const timestamp = this.batchTimestamp(now_ns, events.length);
-    this.expirePending(timestamp - BigInt(Math.max(events.length, 1)) + 1n);
-    const result = this.execute(events, timestamp, false);
+    const { timestamp, stamps } = this.stamp(now_ns, events.length, runs);
+    this.expirePending(stamps === null ? timestamp - BigInt(Math.max(events.length, 1)) + 1n : stamps[0]);
+    const result = this.execute(events, timestamp, stamps, false);
     this.last_timestamp = timestamp;
     return result;
   }
@@ -163,18 +177,49 @@ export class Ledger {
    * `adopt`: the events are distinct objects that the caller hands over (freshly decoded), so a
    * created transfer may be stored as its own input object instead of a copy. Callers that keep
    * or reuse their event objects must pass false.
+   *
+   * `runs`: the events' timestamps, assigned by the engine's sequencer rather than derived from
+   * `now_ns` (see TimestampRuns).
    */
-  createTransfers(events: readonly TransferInput[], now_ns: bigint, options: { adopt: boolean } = { adopt: false }): CreateResult {
+  createTransfers(
+    events: readonly TransferInput[],
+    now_ns: bigint,
+    options: { adopt: boolean; runs?: TimestampRuns } = { adopt: false },
+  ): CreateResult {
     assert(events.length <= EVENTS_PER_REQUEST_MAX, 'too many events');
-    const timestamp = this.batchTimestamp(now_ns, events.length);
-    this.expirePending(timestamp - BigInt(Math.max(events.length, 1)) + 1n);
+    const { timestamp, stamps } = this.stamp(now_ns, events.length, options.runs);
+    this.expirePending(stamps === null ? timestamp - BigInt(Math.max(events.length, 1)) + 1n : stamps[0]);
     this.adopt_inputs = options.adopt;
     try {
-      return this.execute(events, timestamp, true);
+      return this.execute(events, timestamp, stamps, true);
     } finally {
       this.adopt_inputs = false;
       this.last_timestamp = timestamp;
     }
+  }
+
+  /**
+   * The batch timestamp (its last event's) and, when the timestamps come in several runs, every
+   * event's. One run ending at T is the same as `now_ns` = T: events get T-n+1 .. T.
+   */
+  private stamp(now_ns: bigint, count: number, runs: TimestampRuns | undefined): { timestamp: bigint; stamps: bigint[] | null } {
+    if (runs === undefined) return { timestamp: this.batchTimestamp(now_ns, count), stamps: null };
+    assert(runs.length >= 1, 'timestamp runs cover the batch');
+    let covered = 0;
+    let previous = this.last_timestamp;
+    for (const [top, n] of runs) {
+      assert(Number.isInteger(n) && n >= 1, 'a timestamp run is not empty');
+      assert(top - BigInt(n) + 1n > previous, 'assigned timestamps increase');
+      previous = top;
+      covered += n;
+    }
+    assert(covered === Math.max(count, 1), 'timestamp runs cover the batch exactly');
+    const timestamp = runs[runs.length - 1][0];
+    if (runs.length === 1) return { timestamp, stamps: null };
+    const stamps: bigint[] = new Array(count);
+    let at = 0;
+    for (const [top, n] of runs) for (let k = n - 1; k >= 0; k--) stamps[at++] = top - BigInt(k);
+    return { timestamp, stamps };
   }
 
   /** Expires every pending transfer due at `now_ns`; the engine calls it when no batch comes. */
@@ -198,7 +243,38 @@ export class Ledger {
     }
   }
 
-  private execute(events: readonly (AccountInput | TransferInput)[], timestamp: bigint, transfers: boolean): CreateResult {
+  /** The earliest deadline among live pending transfers with an account elsewhere, or 0. */
+  nextForeignExpiry(): bigint {
+    for (;;) {
+      const head = this.foreign_expiry.peek();
+      if (head === undefined) return 0n;
+      const state = this.pending.get(head.id);
+      if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === head.expires_at) {
+        return head.expires_at;
+      }
+      this.foreign_expiry.pop();
+    }
+  }
+
+  /** Ids of live pending transfers (local or foreign) due at or before `horizon`, ascending. */
+  duePending(horizon: bigint): bigint[] {
+    const out: bigint[] = [];
+    for (const queue of [this.expiry, this.foreign_expiry]) {
+      queue.collectUpTo(horizon, (entry) => {
+        const state = this.pending.get(entry.id);
+        if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === entry.expires_at) out.push(entry.id);
+      });
+    }
+    out.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return out;
+  }
+
+  /** Whether any account or transfer here has this timestamp. */
+  hasObjectTimestamp(timestamp: bigint): boolean {
+    return hasTimestamp(this.accounts_by_time, timestamp) || hasTimestamp(this.transfers_by_time, timestamp);
+  }
+
+  private execute(events: readonly (AccountInput | TransferInput)[], timestamp: bigint, stamps: bigint[] | null, transfers: boolean): CreateResult {
     const count = events.length;
     const status: number[] = new Array(count);
     const timestamps: bigint[] = new Array(count);
@@ -211,7 +287,7 @@ export class Ledger {
 
     for (let index = 0; index < count; index++) {
       const event = events[index];
-      const event_timestamp = timestamp - BigInt(count) + BigInt(index) + 1n;
+      const event_timestamp = stamps === null ? timestamp - BigInt(count) + BigInt(index) + 1n : stamps[index];
       let result: number;
       if ((event.flags & LINKED) !== 0 && chain === -1) {
         chain = index;
@@ -300,7 +376,7 @@ export class Ledger {
     if (a.code === 0) return AS.code_must_not_be_zero;
     if ((a.flags & AccountFlags.imported) !== 0) {
       // Timestamps identify objects: an imported one must not collide with any other.
-      if (timestamp <= this.account_timestamp_max || hasTimestamp(this.transfers_by_time, timestamp)) {
+      if (timestamp <= this.account_timestamp_max || hasTimestamp(this.transfers_by_time, timestamp) || this.timestamps_taken.has(timestamp)) {
         return AS.imported_event_timestamp_must_not_regress;
       }
     }
@@ -692,17 +768,18 @@ export class Ledger {
     this.scope_transfers.length = 0;
     this.scope_open = false;
     // The chain's timestamps stay consumed, but the maxima must not keep a discarded object's.
-    this.account_timestamp_max = this.recomputeMax(this.accounts_by_time, this.account_timestamp_max);
-    this.transfer_timestamp_max = this.recomputeMax(this.transfers_by_time, this.transfer_timestamp_max);
+    this.account_timestamp_max = this.recomputeMax(this.accounts_by_time, this.account_timestamp_max, this.seeded_account_timestamp_max);
+    this.transfer_timestamp_max = this.recomputeMax(this.transfers_by_time, this.transfer_timestamp_max, this.seeded_transfer_timestamp_max);
   }
 
   /** An imported transfer must follow every transfer and must not share an account's timestamp. */
   private importedTimestampRegresses(timestamp: bigint): boolean {
-    return timestamp <= this.transfer_timestamp_max || hasTimestamp(this.accounts_by_time, timestamp);
+    return timestamp <= this.transfer_timestamp_max || hasTimestamp(this.accounts_by_time, timestamp) || this.timestamps_taken.has(timestamp);
   }
 
-  private recomputeMax(items: readonly { timestamp: bigint }[], current: bigint): bigint {
-    const last = items.length === 0 ? 0n : items[items.length - 1].timestamp;
+  private recomputeMax(items: readonly { timestamp: bigint }[], current: bigint, floor: bigint): bigint {
+    let last = items.length === 0 ? 0n : items[items.length - 1].timestamp;
+    if (last < floor) last = floor;
     return last < current ? last : current;
   }
 
@@ -904,8 +981,9 @@ export class Ledger {
       if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
       pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
       pushIndexed(this.transfers_by_code, transfer.code, transfer);
-      this.account_index.get(transfer.debit_account_id)!.debits.push(transfer);
-      this.account_index.get(transfer.credit_account_id)!.credits.push(transfer);
+      // A cross-shard transfer is kept by both shards; each indexes only its own account's side.
+      this.account_index.get(transfer.debit_account_id)?.debits.push(transfer);
+      this.account_index.get(transfer.credit_account_id)?.credits.push(transfer);
     }
     for (const entry of snapshot.history) {
       const index = this.account_index.get(entry[0]);
@@ -916,12 +994,160 @@ export class Ledger {
     for (const [id, state] of snapshot.pending) {
       this.pending.set(id, state);
       this.pending_live += livePending(state);
-      if (state.status === PendingStatus.pending && state.expires_at !== 0n) this.expiry.push(state.expires_at, id);
+      if (state.status === PendingStatus.pending && state.expires_at !== 0n) this.queueExpiry(id, state.expires_at);
     }
     for (const id of snapshot.transient) this.transient.add(id);
     this.last_timestamp = snapshot.last_timestamp;
     this.takeChanges();
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // Cross-shard groups. A shard holds only its own accounts; a group of events that spans shards
+  // runs on a partial ledger seeded with what every participant read (`seed`), and each
+  // participant then takes over the effects on what it holds (`adoptFrom`).
+
+  /** Fills an empty ledger with the union of the participants' read sets. */
+  seed(read: SeedInput): void {
+    assert(this.accounts.size === 0 && this.transfers.size === 0, 'seed into an empty ledger');
+    const accounts = [...read.accounts].sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
+    for (const account of accounts) {
+      assert(!this.accounts.has(account.id), 'an account is read from one shard only');
+      this.accounts.set(account.id, account);
+      this.indexAccount(account);
+    }
+    // Existing transfers serve only the exists checks and pending lookups: they are not indexed.
+    for (const transfer of read.transfers) {
+      if (!this.transfers.has(transfer.id)) this.transfers.set(transfer.id, transfer);
+    }
+    for (const [id, state] of read.pending) {
+      const known = this.pending.get(id);
+      if (known !== undefined) {
+        assert(known.status === state.status && known.expires_at === state.expires_at, 'shards agree on a pending state');
+        continue;
+      }
+      const transfer = this.transfers.get(id);
+      assert(transfer !== undefined, 'a pending state comes with its transfer');
+      this.pending.set(id, state);
+      this.pending_live += livePending(state);
+    }
+    for (const [id, state] of this.pending) {
+      if (state.status !== PendingStatus.pending || state.expires_at === 0n) continue;
+      const transfer = this.transfers.get(id)!;
+      // Only a pending transfer whose accounts were both read can expire here.
+      if (this.accounts.has(transfer.debit_account_id) && this.accounts.has(transfer.credit_account_id)) {
+        this.expiry.push(state.expires_at, id);
+      }
+    }
+    for (const id of read.transient) this.transient.add(id);
+    for (const timestamp of read.taken) this.timestamps_taken.add(timestamp);
+    this.last_timestamp = read.last_timestamp;
+    this.account_timestamp_max = read.account_timestamp_max;
+    this.transfer_timestamp_max = read.transfer_timestamp_max;
+    this.seeded_account_timestamp_max = read.account_timestamp_max;
+    this.seeded_transfer_timestamp_max = read.transfer_timestamp_max;
+    this.takeChanges();
+  }
+
+  /**
+   * Takes over the effects of a group executed on `scratch` (a seeded partial ledger) for what
+   * this ledger holds: its own accounts, the transfers that touch one of them (with their pending
+   * states and history), and every transient id of the group.
+   */
+  adoptFrom(scratch: Ledger, owns: (account_id: bigint) => boolean): void {
+    assert(!this.scope_open && !scratch.scope_open, 'adopt outside a chain');
+    for (const account of scratch.changed_accounts) {
+      if (!owns(account.id)) continue;
+      const mine = this.accounts.get(account.id);
+      if (mine === undefined) {
+        assert(account.timestamp > this.last_timestamp || (account.flags & AccountFlags.imported) !== 0, 'adopted account is new');
+        this.accounts.set(account.id, account);
+        this.indexAccount(account);
+        this.changed_accounts.add(account);
+        if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
+      } else {
+        mine.debits_pending = account.debits_pending;
+        mine.debits_posted = account.debits_posted;
+        mine.credits_pending = account.credits_pending;
+        mine.credits_posted = account.credits_posted;
+        mine.flags = account.flags;
+        this.changed_accounts.add(mine);
+      }
+    }
+    // Only transfers created by the group are indexed in the scratch ledger, in timestamp order.
+    for (const transfer of scratch.transfers_by_time) {
+      const dr_index = owns(transfer.debit_account_id) ? this.account_index.get(transfer.debit_account_id) : undefined;
+      const cr_index = owns(transfer.credit_account_id) ? this.account_index.get(transfer.credit_account_id) : undefined;
+      if (dr_index === undefined && cr_index === undefined) continue;
+      assert(!this.transfers.has(transfer.id), 'adopted transfer is new');
+      this.transfers.set(transfer.id, transfer);
+      if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
+      this.transfers_by_time.push(transfer);
+      if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+      if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+      pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+      pushIndexed(this.transfers_by_code, transfer.code, transfer);
+      dr_index?.debits.push(transfer);
+      cr_index?.credits.push(transfer);
+    }
+    for (const entry of scratch.history_log) {
+      if (!owns(entry[0])) continue;
+      const index = this.account_index.get(entry[0]);
+      assert(index !== undefined && index.history !== null, 'adopted history for a history account');
+      index.history.push(entry[1]);
+      this.history_log.push(entry);
+    }
+    for (const id of scratch.changed_pending) {
+      const transfer = this.transfers.get(id);
+      if (transfer === undefined) continue; // kept by other shards only
+      const state = scratch.pending.get(id)!;
+      const previous = this.pending.get(id);
+      this.pending_live += livePending(state) - livePending(previous);
+      if (previous !== undefined && previous.status === PendingStatus.pending && state.status === PendingStatus.expired && owns(transfer.debit_account_id)) {
+        this.expired_total++;
+      }
+      this.pending.set(id, state);
+      this.changed_pending.add(id);
+      if (state.status === PendingStatus.pending && state.expires_at !== 0n) this.queueExpiry(id, state.expires_at);
+    }
+    for (const id of scratch.changed_transient) {
+      if (this.transient.has(id)) continue;
+      this.transient.add(id);
+      this.changed_transient.push(id);
+    }
+    if (scratch.last_timestamp > this.last_timestamp) this.last_timestamp = scratch.last_timestamp;
+  }
+
+  /** A live pending transfer's deadline goes where it can be acted on: here, or in a group. */
+  private queueExpiry(id: bigint, expires_at: bigint): void {
+    const transfer = this.transfers.get(id);
+    assert(transfer !== undefined, 'pending transfer exists');
+    if (this.accounts.has(transfer.debit_account_id) && this.accounts.has(transfer.credit_account_id)) {
+      this.expiry.push(expires_at, id);
+    } else {
+      this.foreign_expiry.push(expires_at, id);
+    }
+  }
+}
+
+/**
+ * Timestamps assigned from outside, as runs of consecutive values: [last of the run, events in
+ * it], in event order. The engine's sequencer gives each request a range in the order requests
+ * are dispatched, so events keep request order across shards; a shard that merges several
+ * requests, or gets part of a split one, receives several runs.
+ */
+export type TimestampRuns = ReadonlyArray<readonly [top: bigint, count: number]>;
+
+/** What a cross-shard group's participants read, united: see Ledger.seed. */
+export interface SeedInput {
+  accounts: Account[];
+  transfers: Transfer[];
+  pending: Array<[bigint, PendingState]>;
+  transient: bigint[];
+  /** Timestamps of objects held elsewhere that imported events must not reuse. */
+  taken: bigint[];
+  last_timestamp: bigint;
+  account_timestamp_max: bigint;
+  transfer_timestamp_max: bigint;
 }
 
 export interface LedgerSnapshot {

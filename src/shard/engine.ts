@@ -1,22 +1,30 @@
-// The engine: the set of shard workers of one center, the lock on its data directory, and the
-// routing of requests to the shard that owns their partitions.
+// The engine: the set of shard workers of one center, the lock on its data directory, the
+// routing of requests to the shards that own their partitions, and the coordination of
+// cross-shard groups (src/shard/group.ts, docs/sharding.md).
 //
 // Accounts map to one of PARTITIONS virtual partitions by a hash of their id, and partitions map
 // onto shards. The partition count is fixed for the life of a data directory, so partitions can
 // later move between shards and centers without rewriting account ids.
 
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ShardHandle, type RecoveryInfo } from './handle.ts';
-import { ShardOp, type ShardResult } from './messages.ts';
-import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
+import { ShardOp, type GroupEntryWire, type ShardResult } from './messages.ts';
+import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
+import { QueryFilterFlags } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
+import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
+import { Sequencer } from './clock.ts';
+import { GroupKind, decodeGroupEntry, type GroupKindValue } from './group.ts';
+import type { IdFilter } from './idfilter.ts';
+import { PARTITIONS, shardOfAccount } from './partition.ts';
+import { SHARDS_MAX, routeAccounts, routeTransfers, type Route } from './router.ts';
 
-export const PARTITIONS = 1024;
+export { PARTITIONS, partitionOf } from './partition.ts';
 
 export interface EngineOptions {
   data_dir: string;
-  /** Shard workers. Only 1 until cross-shard commit lands (see docs/sharding.md). */
+  /** Shard workers (1..SHARDS_MAX). Fixed for the life of a data directory. */
   shards: number;
   /** Per shard: events queued or in flight before requests are answered `busy`. */
   queue_events_max: number;
@@ -29,45 +37,126 @@ export class EngineLockedError extends Error {
   }
 }
 
+export class ShardCountError extends Error {
+  readonly code = 'shard_count_mismatch';
+  constructor(dir: string, stored: number, asked: number) {
+    super(`data directory ${dir} holds ${stored} shard(s); start it with --shards ${stored} (asked for ${asked}: accounts cannot move between shards yet)`);
+  }
+}
+
+/** A cross-shard group between dispatch and execution. */
+interface GroupRun {
+  gid: number;
+  participants: number[];
+  count: number;
+  read_sets: Array<Uint8Array | null>;
+  arrived: number;
+}
+
+type CreateResultValue = { status: number[]; timestamp: bigint[] };
+
+const LAYOUT_FILE = 'keel.json';
+/** Group ids are logged as u64 but handled as JS numbers. */
+const GID_MAX = Number.MAX_SAFE_INTEGER;
+
 export class Engine {
   readonly options: EngineOptions;
   readonly recovery: RecoveryInfo[];
-  private readonly handles: ShardHandle[];
+  private handles: ShardHandle[] = [];
+  private filters: IdFilter[] = [];
   private readonly lock_path: string;
+  private readonly sequencer = new Sequencer(0n);
+  private readonly pulses_in_flight = new Set<number>();
   private readonly committed_listeners = new Set<(shard: number) => void>();
+  private readonly groups = new Map<number, GroupRun>();
+  private next_gid = 1;
+  private failure: string | null = null;
+  private foreign_pulse_queued = false;
+  /** Cross-shard groups run and rolled forward, for operators and tests. */
+  readonly group_stats = { groups: 0, events: 0, rolled_forward: 0 };
 
-  private constructor(options: EngineOptions, handles: ShardHandle[], recovery: RecoveryInfo[], lock_path: string) {
+  private constructor(options: EngineOptions, lock_path: string) {
     this.options = options;
-    this.handles = handles;
-    this.recovery = recovery;
+    this.recovery = [];
     this.lock_path = lock_path;
   }
 
   static async start(options: EngineOptions): Promise<Engine> {
-    if (!Number.isInteger(options.shards) || options.shards < 1) throw new RangeError('shards must be a positive integer');
-    if (options.shards > 1) {
-      throw new RangeError('more than one shard needs cross-shard commit, which is not available yet: run with --shards 1');
+    if (!Number.isInteger(options.shards) || options.shards < 1 || options.shards > SHARDS_MAX) {
+      throw new RangeError(`shards must be an integer from 1 to ${SHARDS_MAX}`);
     }
     mkdirSync(options.data_dir, { recursive: true });
     const lock_path = acquireLock(options.data_dir);
-    const handles: ShardHandle[] = [];
-    const recovery: RecoveryInfo[] = [];
+    const engine = new Engine(options, lock_path);
+    const last_gids: number[] = [];
     try {
-      for (let index = 0; index < options.shards; index++) {
-        const started = await ShardHandle.start({
-          index,
-          dir: join(options.data_dir, `shard-${index}`),
-          queue_events_max: options.queue_events_max,
-        });
-        handles.push(started.handle);
-        recovery.push(started.recovery);
+      checkLayout(options.data_dir, options.shards);
+      const started = await Promise.all(
+        Array.from({ length: options.shards }, (_, index) =>
+          ShardHandle.start({
+            index,
+            dir: join(options.data_dir, `shard-${index}`),
+            shard_count: options.shards,
+            queue_events_max: options.queue_events_max,
+            on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
+            on_due: (shard, kind) => (kind === 'local' ? engine.runPulse(shard) : engine.runForeignPulse()),
+            on_failed: (shard, message) => engine.onShardFailed(shard, message),
+          }).then((value) => {
+            engine.handles[index] = value.handle;
+            return value;
+          }),
+        ),
+      );
+      for (const value of started) {
+        engine.recovery.push(value.recovery);
+        engine.filters.push(value.filter);
+        last_gids.push(value.last_gid);
+        engine.sequencer.observe(value.last_timestamp);
       }
+      await engine.rollForward(last_gids);
     } catch (error) {
-      await Promise.all(handles.map((handle) => handle.close()));
+      await Promise.all(engine.handles.filter((handle) => handle !== undefined).map((handle) => handle.close()));
       rmSync(lock_path, { force: true });
       throw error;
     }
-    return new Engine(options, handles, recovery, lock_path);
+    return engine;
+  }
+
+  /**
+   * Recovery across shards: a group that some participants logged before a crash and others did
+   * not is redone on the others from a logged entry (it carries everything every participant
+   * read), so that it ends applied everywhere. A group no participant logged never happened and
+   * was never acknowledged.
+   */
+  private async rollForward(last_gids: number[]): Promise<void> {
+    let max_gid = Math.max(0, ...last_gids);
+    if (this.handles.length > 1) {
+      const after = Math.min(...last_gids);
+      const logged = await Promise.all(this.handles.map((handle) => handle.groupEntriesAfter(after)));
+      const by_gid = new Map<number, GroupEntryWire>();
+      for (const entries of logged) for (const entry of entries) if (!by_gid.has(entry[0])) by_gid.set(entry[0], entry);
+      const ordered = [...by_gid.values()].sort((a, b) => a[0] - b[0]);
+      for (const [gid, timestamp, body] of ordered) {
+        max_gid = Math.max(max_gid, gid);
+        this.sequencer.observe(timestamp);
+        // The filters were built before this: ids a group brings to a shard must be findable there.
+        const entry = decodeGroupEntry(body);
+        if (entry.kind !== GroupKind.transfers) continue;
+        for (let i = 0; i < entry.count; i++) {
+          const id = new DataView(entry.body.buffer, entry.body.byteOffset + i * TRANSFER_BYTES, 8).getBigUint64(0, true);
+          for (const shard of entry.participants) this.filters[shard].addId(id);
+        }
+      }
+      await Promise.all(
+        this.handles.map((handle, shard) => {
+          const missing = ordered.filter(([gid, , body]) => gid > last_gids[shard] && participantsOf(body).includes(shard));
+          if (missing.length === 0) return Promise.resolve();
+          this.group_stats.rolled_forward += missing.length;
+          return handle.rollForward(missing);
+        }),
+      );
+    }
+    this.next_gid = max_gid + 1;
   }
 
   get shard_count(): number {
@@ -75,19 +164,152 @@ export class Engine {
   }
 
   shardOfAccount(account_id: bigint): number {
-    return partitionOf(account_id) % this.handles.length;
+    return shardOfAccount(account_id, this.handles.length);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Commands
+
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.create_accounts, { count, body }], count);
+    if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    const route: Route = this.handles.length === 1 ? ONE_SHARD : routeAccounts(body, count, this.handles.length);
+    return this.runRoute(route, GroupKind.accounts, count, body, ACCOUNT_INPUT_BYTES);
   }
 
   createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
-    const result = this.handles[0].request((id) => [id, ShardOp.create_transfers, { count, body }], count);
-    return result.then((value) => {
-      if ('status' in value) this.notifyCommitted(0);
-      return value;
+    if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    const route: Route = this.handles.length === 1 ? ONE_SHARD : routeTransfers(body, count, this.filters);
+    return this.runRoute(route, GroupKind.transfers, count, body, TRANSFER_BYTES);
+  }
+
+  private runRoute(route: Route, kind: GroupKindValue, count: number, body: Uint8Array, record_bytes: number): Promise<ShardResult> {
+    const op = kind === GroupKind.accounts ? ShardOp.create_accounts : ShardOp.create_transfers;
+    if (route.kind === 'group') return this.runGroup(kind, count, body, route.participants);
+    const parts = route.kind === 'one' ? null : [...route.parts];
+    if (parts === null || parts.length === 1) {
+      const shard = parts === null ? 0 : parts[0][0];
+      const handle = this.handles[shard];
+      if (!handle.hasRoom(count)) return Promise.resolve(busy(shard));
+      const top = this.sequencer.reserve(count);
+      return handle.request((id) => [id, op, { count, body, runs: [[top, Math.max(count, 1)]] }], count, true).then((value) => {
+        if ('status' in value && kind === GroupKind.transfers) this.notifyCommitted(shard);
+        return value;
+      });
+    }
+    // Every part must be queued, or none: a request is answered whole.
+    for (const [shard, indexes] of parts) if (!this.handles[shard].hasRoom(indexes.length)) return Promise.resolve(busy(shard));
+    // One range for the whole request, in request order: each part takes its events' timestamps.
+    const top = this.sequencer.reserve(count);
+    const base = top - BigInt(count) + 1n;
+    const pending = parts.map(([shard, indexes]) => {
+      const part = new Uint8Array(indexes.length * record_bytes);
+      const runs: Array<[bigint, number]> = [];
+      indexes.forEach((index, k) => {
+        part.set(body.subarray(index * record_bytes, (index + 1) * record_bytes), k * record_bytes);
+        const last = runs[runs.length - 1];
+        if (last !== undefined && k > 0 && indexes[k - 1] === index - 1) {
+          last[0] += 1n;
+          last[1] += 1;
+        } else {
+          runs.push([base + BigInt(index), 1]);
+        }
+      });
+      return this.handles[shard].request((id) => [id, op, { count: indexes.length, body: part, runs }], indexes.length, true);
     });
+    return Promise.all(pending).then((results) => {
+      const status: number[] = new Array(count);
+      const timestamp: bigint[] = new Array(count);
+      for (let p = 0; p < parts.length; p++) {
+        const result = results[p];
+        if (!('status' in result)) return result;
+        const [shard, indexes] = parts[p];
+        indexes.forEach((index, k) => {
+          status[index] = result.status[k];
+          timestamp[index] = result.timestamp[k];
+        });
+        if (kind === GroupKind.transfers) this.notifyCommitted(shard);
+      }
+      return { status, timestamp };
+    });
+  }
+
+  /** The sequencer times every change: a shard with a due pending transfer gets a pulse from here. */
+  private runPulse(shard: number): void {
+    if (this.failure !== null || this.pulses_in_flight.has(shard)) return;
+    const handle = this.handles[shard];
+    this.pulses_in_flight.add(shard);
+    const timestamp = this.sequencer.reserve(1);
+    void handle.request((id) => [id, ShardOp.pulse, { timestamp }], 1, true).finally(() => this.pulses_in_flight.delete(shard));
+  }
+
+  /**
+   * Runs a cross-shard group: queued on every participant in this same event turn (so every
+   * shard orders it the same way against everything else), read at each participant's barrier,
+   * executed by each over the union, acknowledged once every participant's entry is durable.
+   */
+  private runGroup(kind: GroupKindValue, count: number, body: Uint8Array, participants: number[]): Promise<ShardResult> {
+    for (const shard of participants) {
+      if (!this.handles[shard].hasRoom(count)) {
+        return Promise.resolve({ error: 'busy', message: `shard ${shard} has too many events queued; retry later` });
+      }
+    }
+    if (this.next_gid >= GID_MAX) return Promise.resolve({ error: 'internal', message: 'cross-shard group ids are exhausted' });
+    const gid = this.next_gid++;
+    const timestamp = this.sequencer.reserve(count);
+    this.groups.set(gid, { gid, participants, count, read_sets: participants.map(() => null), arrived: 0 });
+    this.group_stats.groups++;
+    this.group_stats.events += count;
+    const results = participants.map((shard) =>
+      this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp }], Math.max(count, 1), true),
+    );
+    return Promise.all(results).then((values) => {
+      this.groups.delete(gid);
+      for (const value of values) if (!('status' in value)) return value;
+      const first = values[0] as CreateResultValue;
+      for (const value of values) {
+        const result = value as CreateResultValue;
+        if (!sameResult(first, result)) {
+          // The state machine is deterministic: participants that disagree mean a bug, and the
+          // engine must stop before it acknowledges anything built on it.
+          this.onShardFailed(-1, `cross-shard group ${gid}: participants computed different results`);
+          return { error: 'internal', message: `cross-shard group ${gid} diverged; the engine stopped` };
+        }
+      }
+      if (kind === GroupKind.transfers) for (const shard of participants) this.notifyCommitted(shard);
+      return first;
+    });
+  }
+
+  private onGroupRead(shard: number, gid: number, read_set: Uint8Array): void {
+    const run = this.groups.get(gid);
+    if (run === undefined) return;
+    const at = run.participants.indexOf(shard);
+    if (at < 0 || run.read_sets[at] !== null) return;
+    run.read_sets[at] = read_set;
+    run.arrived++;
+    if (run.arrived < run.participants.length) return;
+    const read_sets = run.read_sets as Uint8Array[];
+    for (const participant of run.participants) this.handles[participant].groupExec(gid, read_sets);
+  }
+
+  /** A shard holds a due cross-shard pending transfer: an empty group on every shard expires it. */
+  private runForeignPulse(): void {
+    if (this.foreign_pulse_queued || this.failure !== null) return;
+    this.foreign_pulse_queued = true;
+    setImmediate(() => {
+      this.foreign_pulse_queued = false;
+      const all = this.handles.map((_, shard) => shard);
+      void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all).then((result) => {
+        if ('error' in result && result.error === 'busy') setTimeout(() => this.runForeignPulse(), 50).unref();
+      });
+    });
+  }
+
+  private onShardFailed(shard: number, message: string): void {
+    if (this.failure !== null) return;
+    // A shard that stopped may hold half of a cross-shard group: nothing more is acknowledged
+    // anywhere until a restart recovers every shard together.
+    this.failure = shard >= 0 ? `shard ${shard} stopped (${message}); restart the engine to recover` : message;
   }
 
   /** One page of shard `shard`'s change feed (see Shard.feedRead). */
@@ -108,12 +330,38 @@ export class Engine {
     for (const listener of this.committed_listeners) listener(shard);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Queries. Every sub-request of one query is queued on its shards in the same event turn, as
+  // groups are, so a query sees each group on all of its shards or on none.
+
   lookupAccounts(ids: bigint[]): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.lookup_accounts, { ids }], 1);
+    if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.lookup_accounts, { ids }], 1);
+    const by_shard = new Map<number, bigint[]>();
+    for (const id of ids) pushTo(by_shard, this.shardOfAccount(id), id);
+    return this.gather(by_shard, (shard_ids) => (id) => [id, ShardOp.lookup_accounts, { ids: shard_ids }]).then((results) => {
+      const found = new Map<bigint, Account>();
+      for (const result of results) {
+        if (!('accounts' in result)) return result;
+        for (const account of result.accounts) found.set(account.id, account);
+      }
+      return { accounts: inOrder(ids, found) };
+    });
   }
 
   lookupTransfers(ids: bigint[]): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.lookup_transfers, { ids }], 1);
+    if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.lookup_transfers, { ids }], 1);
+    const by_shard = new Map<number, bigint[]>();
+    for (const id of ids) {
+      for (let shard = 0; shard < this.filters.length; shard++) if (this.filters[shard].mayHaveId(id)) pushTo(by_shard, shard, id);
+    }
+    return this.gather(by_shard, (shard_ids) => (id) => [id, ShardOp.lookup_transfers, { ids: shard_ids }]).then((results) => {
+      const found = new Map<bigint, Transfer>();
+      for (const result of results) {
+        if (!('transfers' in result)) return result;
+        for (const transfer of result.transfers) found.set(transfer.id, transfer);
+      }
+      return { transfers: inOrder(ids, found) };
+    });
   }
 
   getAccountTransfers(filter: AccountFilter): Promise<ShardResult> {
@@ -125,11 +373,43 @@ export class Engine {
   }
 
   queryAccounts(filter: QueryFilter): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.query_accounts, { filter }], 1);
+    if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.query_accounts, { filter }], 1);
+    return this.gather(this.everyShard(), () => (id) => [id, ShardOp.query_accounts, { filter }]).then((results) => {
+      const lists: Account[][] = [];
+      for (const result of results) {
+        if (!('accounts' in result)) return result;
+        lists.push(result.accounts);
+      }
+      return { accounts: mergeByTimestamp(lists, filter) };
+    });
   }
 
   queryTransfers(filter: QueryFilter): Promise<ShardResult> {
-    return this.handles[0].request((id) => [id, ShardOp.query_transfers, { filter }], 1);
+    if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.query_transfers, { filter }], 1);
+    return this.gather(this.everyShard(), () => (id) => [id, ShardOp.query_transfers, { filter }]).then((results) => {
+      const lists: Transfer[][] = [];
+      for (const result of results) {
+        if (!('transfers' in result)) return result;
+        lists.push(result.transfers);
+      }
+      // A cross-shard transfer is kept by both of its shards: the merge keeps one.
+      return { transfers: mergeByTimestamp(lists, filter) };
+    });
+  }
+
+  private everyShard(): Map<number, null> {
+    return new Map(this.handles.map((_, shard) => [shard, null]));
+  }
+
+  /** Sends one sub-request per shard in this event turn and waits for all of them. */
+  private gather<T>(
+    by_shard: Map<number, T>,
+    make: (part: T) => (id: number) => import('./messages.ts').ShardRequest,
+  ): Promise<ShardResult[]> {
+    if (this.failure !== null) return Promise.resolve([{ error: 'unavailable', message: this.failure }]);
+    const pending: Promise<ShardResult>[] = [];
+    for (const [shard, part] of by_shard) pending.push(this.handles[shard].request(make(part), 1));
+    return Promise.all(pending);
   }
 
   /** Each shard worker's metrics (prom-client JSON), for aggregation by the metrics server. */
@@ -156,16 +436,74 @@ export class Engine {
   }
 }
 
-/** A 64-bit mix of the id folded to a partition: sequential ids spread evenly. */
-export function partitionOf(account_id: bigint): number {
-  let lo = Number(account_id & 0xffff_ffffn) | 0;
-  let hi = Number((account_id >> 32n) & 0xffff_ffffn) | 0;
-  lo = Math.imul(lo ^ (lo >>> 16), 0x85eb_ca6b);
-  hi = Math.imul(hi ^ (hi >>> 13), 0xc2b2_ae35);
-  let h = lo ^ hi;
-  h = Math.imul(h ^ (h >>> 16), 0x7feb_352d);
-  h ^= h >>> 15;
-  return (h >>> 0) % PARTITIONS;
+const ONE_SHARD: Route = { kind: 'one' };
+
+function busy(shard: number): ShardResult {
+  return { error: 'busy', message: `shard ${shard} has too many events queued; retry later` };
+}
+
+function sameResult(a: CreateResultValue, b: CreateResultValue): boolean {
+  if (a.status.length !== b.status.length) return false;
+  for (let i = 0; i < a.status.length; i++) if (a.status[i] !== b.status[i] || a.timestamp[i] !== b.timestamp[i]) return false;
+  return true;
+}
+
+function participantsOf(body: Uint8Array): number[] {
+  const n = body[9];
+  return Array.from(body.subarray(24, 24 + n));
+}
+
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
+}
+
+function inOrder<T>(ids: readonly bigint[], found: Map<bigint, T>): T[] {
+  const out: T[] = [];
+  for (const id of ids) {
+    const value = found.get(id);
+    if (value !== undefined) out.push(value);
+  }
+  return out;
+}
+
+/** Merges per-shard results (each in the filter's order) into one page, one copy per id. */
+function mergeByTimestamp<T extends { id: bigint; timestamp: bigint }>(lists: T[][], filter: QueryFilter): T[] {
+  const reversed = (filter.flags & QueryFilterFlags.reversed) !== 0;
+  const all = lists.flat();
+  all.sort((a, b) => (a.timestamp === b.timestamp ? 0 : (a.timestamp < b.timestamp) !== reversed ? -1 : 1));
+  const out: T[] = [];
+  for (const item of all) {
+    if (out.length > 0 && out[out.length - 1].id === item.id && out[out.length - 1].timestamp === item.timestamp) continue;
+    out.push(item);
+    if (out.length >= filter.limit) break;
+  }
+  return out;
+}
+
+/**
+ * The shard count is part of a data directory's layout: accounts live on the shard their
+ * partition maps to, so a restart with another count would look for them in the wrong place.
+ */
+function checkLayout(dir: string, shards: number): void {
+  const path = join(dir, LAYOUT_FILE);
+  if (existsSync(path)) {
+    const layout = JSON.parse(readFileSync(path, 'utf8')) as { partitions?: number; shards?: number };
+    if (layout.partitions !== PARTITIONS) throw new Error(`${path} says ${layout.partitions} partitions; this engine uses ${PARTITIONS}`);
+    if (layout.shards !== shards) throw new ShardCountError(dir, layout.shards ?? 0, shards);
+    return;
+  }
+  // A directory from before the layout file had exactly one shard.
+  if (existsSync(join(dir, 'shard-0')) && shards !== 1) throw new ShardCountError(dir, 1, shards);
+  writeFileSync(path, `${JSON.stringify({ format: 1, partitions: PARTITIONS, shards }, null, 2)}\n`);
+}
+
+/** The shard count a data directory was created with, or null for a new directory. */
+export function storedShardCount(dir: string): number | null {
+  const path = join(dir, LAYOUT_FILE);
+  if (existsSync(path)) return (JSON.parse(readFileSync(path, 'utf8')) as { shards?: number }).shards ?? null;
+  return existsSync(join(dir, 'shard-0')) ? 1 : null;
 }
 
 /**

@@ -15,12 +15,21 @@ import {
   type ToWorker,
 } from './messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
+import { IdFilter } from './idfilter.ts';
+import type { GroupEntryWire } from './messages.ts';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../../workers/shard.mjs', import.meta.url));
 
 export interface ShardHandleOptions {
   index: number;
   dir: string;
+  shard_count: number;
+  /** A participant of cross-shard group `gid` has read (see src/shard/group.ts). */
+  on_group_read: (shard: number, gid: number, read_set: Uint8Array) => void;
+  /** The shard holds a due pending transfer: `foreign` ones (an account elsewhere) need a group. */
+  on_due: (shard: number, kind: 'local' | 'foreign') => void;
+  /** The shard stopped serving (crashed, or its storage failed). */
+  on_failed: (shard: number, message: string) => void;
   /** Events queued or in flight in this shard before new requests are answered `busy`. */
   queue_events_max: number;
 }
@@ -30,6 +39,14 @@ export interface RecoveryInfo {
   replayed_entries: number;
   head_position: number;
   duration_ms: number;
+}
+
+export interface StartedShard {
+  handle: ShardHandle;
+  recovery: RecoveryInfo;
+  last_gid: number;
+  last_timestamp: bigint;
+  filter: IdFilter;
 }
 
 type Pending = { resolve: (result: ShardResult) => void; events: number };
@@ -47,16 +64,20 @@ export class ShardHandle {
   private closed_resolve: (() => void) | null = null;
   private readonly metrics_waiting = new Map<number, (json: MetricsJson) => void>();
   private next_metrics_request = 1;
+  private readonly control_waiting = new Map<number, (message: FromWorker) => void>();
+  private next_control_request = 1;
+  private readonly options: ShardHandleOptions;
 
   private constructor(options: ShardHandleOptions, worker: Worker) {
     this.index = options.index;
     this.worker = worker;
     this.queue_events_max = options.queue_events_max;
+    this.options = options;
   }
 
   /** Starts the worker and waits until it has recovered its shard. */
-  static start(options: ShardHandleOptions): Promise<{ handle: ShardHandle; recovery: RecoveryInfo }> {
-    const data: ShardWorkerData = { index: options.index, dir: options.dir };
+  static start(options: ShardHandleOptions): Promise<StartedShard> {
+    const data: ShardWorkerData = { index: options.index, dir: options.dir, shard_count: options.shard_count };
     const worker = new Worker(WORKER_ENTRY, { workerData: data });
     const handle = new ShardHandle(options, worker);
     return new Promise((resolve, reject) => {
@@ -68,8 +89,27 @@ export class ShardHandle {
           case 'ready':
             worker.off('exit', on_exit);
             worker.on('exit', () => handle.fail(`shard ${options.index} exited`));
-            resolve({ handle, recovery: message.recovery });
+            resolve({
+              handle,
+              recovery: message.recovery,
+              last_gid: message.last_gid,
+              last_timestamp: message.last_timestamp,
+              filter: IdFilter.from(message.filter),
+            });
             return;
+          case 'group_read':
+            options.on_group_read(options.index, message.gid, message.read_set);
+            return;
+          case 'due':
+            options.on_due(options.index, message.kind);
+            return;
+          case 'group_entries':
+          case 'rolled': {
+            const waiter = handle.control_waiting.get(message.request);
+            handle.control_waiting.delete(message.request);
+            waiter?.(message);
+            return;
+          }
           case 'failed':
             handle.fail(message.message);
             reject(new Error(`shard ${options.index}: ${message.message}`));
@@ -100,10 +140,23 @@ export class ShardHandle {
     return this.waiting.size;
   }
 
-  /** Sends one request; resolves with its result (never rejects: errors are results). */
-  request(make: (id: number) => ShardRequest, events: number): Promise<ShardResult> {
+  /** Whether a request of `events` events would be queued now rather than answered `busy`. */
+  hasRoom(events: number): boolean {
+    return this.failure === null && (this.events_in_flight + events <= this.queue_events_max || this.events_in_flight === 0);
+  }
+
+  get failed(): boolean {
+    return this.failure !== null;
+  }
+
+  /**
+   * Sends one request; resolves with its result (never rejects: errors are results). `force`
+   * skips the queue bound: a cross-shard group checks every participant's room first and must
+   * then reach all of them.
+   */
+  request(make: (id: number) => ShardRequest, events: number, force = false): Promise<ShardResult> {
     if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
-    if (this.events_in_flight + events > this.queue_events_max && this.events_in_flight > 0) {
+    if (!force && this.events_in_flight + events > this.queue_events_max && this.events_in_flight > 0) {
       return Promise.resolve({
         error: 'busy',
         message: `shard ${this.index} has ${this.events_in_flight} events queued (limit ${this.queue_events_max}); retry later`,
@@ -152,9 +205,45 @@ export class ShardHandle {
     }
   }
 
+  /** Every participant of group `gid` has read: it executes over these read sets. */
+  groupExec(gid: number, read_sets: Uint8Array[]): void {
+    if (this.failure !== null) return;
+    const message: ToWorker = { type: 'group_exec', gid, read_sets };
+    this.worker.postMessage(message);
+  }
+
+  /** This shard's logged groups after `after` (recovery). */
+  groupEntriesAfter(after: number): Promise<GroupEntryWire[]> {
+    return this.control({ type: 'group_entries', request: 0, after }).then((message) => {
+      if (message.type !== 'group_entries') throw new Error('unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
+      return message.entries;
+    });
+  }
+
+  /** Redoes groups this shard lacks, in order, and resolves once they are durable (recovery). */
+  rollForward(entries: GroupEntryWire[]): Promise<void> {
+    return this.control({ type: 'roll_forward', request: 0, entries }).then((message) => {
+      if (message.type !== 'rolled') throw new Error('unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index} could not redo a cross-shard group: ${message.error}`);
+    });
+  }
+
+  private control(message: Extract<ToWorker, { request: number }>): Promise<FromWorker> {
+    if (this.failure !== null) return Promise.reject(new Error(this.failure));
+    const request = this.next_control_request++;
+    return new Promise((resolve) => {
+      this.control_waiting.set(request, resolve);
+      this.worker.postMessage({ ...message, request });
+    });
+  }
+
   private fail(message: string): void {
     if (this.failure !== null) return;
     this.failure = message;
+    this.options.on_failed(this.index, message);
+    for (const waiter of this.control_waiting.values()) waiter({ type: 'rolled', request: 0, error: message });
+    this.control_waiting.clear();
     for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message });
     this.waiting.clear();
     this.events_in_flight = 0;

@@ -9,6 +9,8 @@
 import { Packr } from 'msgpackr';
 import type { Account, AccountBalance, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
+import type { IdFilterJson } from './idfilter.ts';
+import type { GroupKindValue } from './group.ts';
 
 export const ShardOp = {
   create_accounts: 1,
@@ -20,16 +22,42 @@ export const ShardOp = {
   query_accounts: 7,
   query_transfers: 8,
   feed_read: 9,
+  /** A cross-shard group: the shard stops at it and reads (see src/shard/group.ts). */
+  group: 10,
+  /** Expire what is due, at the sequencer's timestamp. */
+  pulse: 11,
 } as const;
 export type ShardOpValue = (typeof ShardOp)[keyof typeof ShardOp];
 
 /** [request id, op, payload]: the payload's shape depends on the op. */
 export type ShardRequest =
-  | [number, typeof ShardOp.create_accounts | typeof ShardOp.create_transfers, { count: number; body: Uint8Array }]
+  | [number, typeof ShardOp.create_accounts | typeof ShardOp.create_transfers, CreateRequest]
   | [number, typeof ShardOp.lookup_accounts | typeof ShardOp.lookup_transfers, { ids: bigint[] }]
   | [number, typeof ShardOp.get_account_transfers | typeof ShardOp.get_account_balances, { filter: AccountFilter }]
   | [number, typeof ShardOp.query_accounts | typeof ShardOp.query_transfers, { filter: QueryFilter }]
-  | [number, typeof ShardOp.feed_read, { from: number; limit: number; ledgers: number[] | null }];
+  | [number, typeof ShardOp.feed_read, { from: number; limit: number; ledgers: number[] | null }]
+  | [number, typeof ShardOp.group, GroupRequest]
+  | [number, typeof ShardOp.pulse, { timestamp: bigint }];
+
+export interface CreateRequest {
+  count: number;
+  body: Uint8Array;
+  /** The events' timestamps from the engine's sequencer (see TimestampRuns in the ledger). */
+  runs: Array<[bigint, number]>;
+}
+
+export interface GroupRequest {
+  gid: number;
+  kind: GroupKindValue;
+  participants: number[];
+  count: number;
+  body: Uint8Array;
+  /** The group's batch timestamp (its last event's), from the sequencer. */
+  timestamp: bigint;
+}
+
+/** A group entry as recovery passes it between shards: [gid, batch timestamp, entry body]. */
+export type GroupEntryWire = [number, bigint, Uint8Array];
 
 export type ShardResult =
   | { status: number[]; timestamp: bigint[] }
@@ -42,10 +70,29 @@ export type ShardResult =
 /** [request id, result]. */
 export type ShardReply = [number, ShardResult];
 
-export type ToWorker = { type: 'requests'; buffer: ArrayBuffer } | { type: 'metrics'; request: number } | { type: 'close' };
+export type ToWorker =
+  | { type: 'requests'; buffer: ArrayBuffer }
+  | { type: 'metrics'; request: number }
+  | { type: 'close' }
+  /** Every participant has read: execute the group over these read sets. */
+  | { type: 'group_exec'; gid: number; read_sets: Uint8Array[] }
+  | { type: 'group_entries'; request: number; after: number }
+  | { type: 'roll_forward'; request: number; entries: GroupEntryWire[] };
 
 export type FromWorker =
-  | { type: 'ready'; recovery: { checkpoint_position: number; replayed_entries: number; head_position: number; duration_ms: number } }
+  | {
+      type: 'ready';
+      recovery: { checkpoint_position: number; replayed_entries: number; head_position: number; duration_ms: number };
+      last_gid: number;
+      /** The greatest timestamp the shard has used: the sequencer starts above every shard's. */
+      last_timestamp: bigint;
+      /** Every transfer id this shard holds (and burned ids): the router's filter for it. */
+      filter: IdFilterJson;
+    }
+  | { type: 'group_read'; gid: number; read_set: Uint8Array }
+  | { type: 'due'; kind: 'local' | 'foreign' }
+  | { type: 'group_entries'; request: number; entries: GroupEntryWire[]; error?: string }
+  | { type: 'rolled'; request: number; error?: string }
   | { type: 'replies'; buffer: ArrayBuffer }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; request: number; json: MetricsJson; error?: string }
@@ -54,6 +101,7 @@ export type FromWorker =
 export interface ShardWorkerData {
   index: number;
   dir: string;
+  shard_count: number;
 }
 
 // u64 values cross as bigint; msgpackr turns small ones back into numbers under 'auto', so

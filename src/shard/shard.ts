@@ -8,7 +8,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Ledger } from '../ledger/ledger.ts';
+import { Ledger, type TimestampRuns } from '../ledger/ledger.ts';
 import type {
   Account,
   AccountBalance,
@@ -24,6 +24,17 @@ import { CheckpointStore } from '../storage/checkpoint.ts';
 import { decodeAccountBatch, decodeTransferBatch, encodeAccountBatch, encodeTransferBatch } from '../storage/codec.ts';
 import { CorruptLogError, LogOp, LogStore, type LogEntry } from '../storage/log.ts';
 import { stateHash } from '../storage/hash.ts';
+import { shardOfAccount } from './partition.ts';
+import {
+  buildReadSet,
+  decodeGroupEntry,
+  encodeGroupEntry,
+  executeGroup,
+  firstEventTimestamp,
+  readSetHeader,
+  type GroupEntry,
+  type GroupKindValue,
+} from './group.ts';
 
 export type Clock = () => bigint;
 
@@ -44,6 +55,16 @@ export interface ShardOptions {
   pulse?: boolean;
   /** Told how long each checkpoint took to write (for metrics). */
   on_checkpoint?: (seconds: number) => void;
+  /** This shard's place among the engine's shards: which accounts it owns. Default 0 of 1. */
+  index?: number;
+  shard_count?: number;
+  /**
+   * Engine mode: timestamps come with each batch from the engine's sequencer, and when a pending
+   * transfer is due the shard asks the engine (`local`: a pulse for this shard; `foreign`: one
+   * of its accounts is on another shard, so only a cross-shard group can expire it) instead of
+   * pulsing on its own clock.
+   */
+  on_due?: (kind: 'local' | 'foreign') => void;
 }
 
 export interface FeedPage {
@@ -77,6 +98,16 @@ export class Shard {
   private readonly checkpoint_objects: number;
   private readonly log_retain_entries: number;
   private readonly pulse_enabled: boolean;
+  readonly index: number;
+  readonly shard_count: number;
+  private readonly on_due: ((kind: 'local' | 'foreign') => void) | undefined;
+  /** The last cross-shard group applied here (groups apply in id order). */
+  last_gid = 0;
+  /** Stopped at a group's barrier: nothing may change state until the group executes. */
+  private paused = false;
+  private due_signalled = { local: false, foreign: false };
+  /** Accounts this shard owns, by id. */
+  readonly owns: (account_id: bigint) => boolean;
 
   private last_append: Promise<number> = Promise.resolve(0);
   private checkpoint_position = 0;
@@ -102,6 +133,13 @@ export class Shard {
     this.log_retain_entries = options.log_retain_entries ?? 100_000;
     this.pulse_enabled = options.pulse ?? true;
     this.on_checkpoint = options.on_checkpoint;
+    this.index = options.index ?? 0;
+    this.shard_count = options.shard_count ?? 1;
+    if (!Number.isInteger(this.index) || this.index < 0 || this.index >= this.shard_count) throw new RangeError('shard index out of range');
+    this.on_due = options.on_due;
+    const index = this.index;
+    const shard_count = this.shard_count;
+    this.owns = shard_count === 1 ? () => true : (account_id) => shardOfAccount(account_id, shard_count) === index;
     this.recovery = this.recover();
     this.durable_transfers = this.ledger.transfersInOrder().length;
     this.schedulePulse();
@@ -123,6 +161,7 @@ export class Shard {
     let from = 1;
     if (meta !== null && meta.position > 0) {
       this.checkpoint_position = meta.position;
+      this.last_gid = meta.last_gid;
       if (this.log.head.position < meta.position) {
         throw new CorruptLogError(meta.position, `the checkpoint covers position ${meta.position} but the log ends at ${this.log.head.position}`);
       }
@@ -154,13 +193,16 @@ export class Shard {
   private replay(entry: LogEntry): void {
     switch (entry.op) {
       case LogOp.create_accounts:
-        this.ledger.createAccounts(decodeAccountBatch(entry.body, entry.count), entry.now_ns);
+        this.ledger.createAccounts(decodeAccountBatch(entry.body, entry.count), entry.now_ns, entry.runs ?? undefined);
         break;
       case LogOp.create_transfers:
-        this.ledger.createTransfers(decodeTransferBatch(entry.body, entry.count), entry.now_ns, { adopt: true });
+        this.ledger.createTransfers(decodeTransferBatch(entry.body, entry.count), entry.now_ns, { adopt: true, runs: entry.runs ?? undefined });
         break;
       case LogOp.pulse:
         this.ledger.pulse(entry.now_ns);
+        break;
+      case LogOp.group:
+        this.redoGroup(decodeGroupEntry(entry.body), entry.now_ns, entry.position);
         break;
     }
     this.entries_since_checkpoint++;
@@ -201,10 +243,11 @@ export class Shard {
     body: Buffer,
     objects: number,
     apply: () => CreateResult,
+    runs?: TimestampRuns,
   ): Promise<CreateResult> {
     try {
       const result = apply();
-      return this.commit(op, now, count, body, objects, result);
+      return this.commit(op, now, count, body, objects, result, 0, runs);
     } catch (error) {
       this.fail(error);
       throw error;
@@ -213,24 +256,52 @@ export class Shard {
 
   /**
    * Applies a batch that arrives already encoded in the log layout (from the gateway, through
-   * the worker): the body is decoded once and appended as it is.
+   * the worker): the body is decoded once and appended as it is. `runs`: the timestamps the
+   * engine's sequencer assigned (without them, the shard's clock decides).
    */
-  createEncoded(op: typeof LogOp.create_accounts | typeof LogOp.create_transfers, count: number, body: Uint8Array): Promise<CreateResult> {
+  createEncoded(
+    op: typeof LogOp.create_accounts | typeof LogOp.create_transfers,
+    count: number,
+    body: Uint8Array,
+    runs?: TimestampRuns,
+  ): Promise<CreateResult> {
     this.assertServing();
     assertBatch(count);
+    assert(!this.paused, 'no batch runs while a group holds the shard');
     const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-    const now = this.clock();
+    const now = runs === undefined ? this.clock() : runs[runs.length - 1][0];
     if (op === LogOp.create_accounts) {
       const events = decodeAccountBatch(bytes, count);
-      return this.applyAndCommit(op, now, count, bytes, count, () => this.ledger.createAccounts(events, now));
+      return this.applyAndCommit(op, now, count, bytes, count, () => this.ledger.createAccounts(events, now, runs), runs);
     }
     // Freshly decoded events belong to nobody else: the ledger may keep them as its records.
     const events = decodeTransferBatch(bytes, count);
-    return this.applyAndCommit(op, now, count, bytes, 2 * count, () => this.ledger.createTransfers(events, now, { adopt: true }));
+    return this.applyAndCommit(op, now, count, bytes, 2 * count, () => this.ledger.createTransfers(events, now, { adopt: true, runs }), runs);
   }
 
-  private commit<T>(op: typeof LogOp.create_accounts | typeof LogOp.create_transfers, now: bigint, count: number, body: Buffer, objects: number, result: T): Promise<T> {
-    const durable = this.log.append(this.epoch, op, now, count, body);
+  /** Engine mode: expires what is due at `timestamp` (the sequencer's), logged as a pulse. */
+  pulseAt(timestamp: bigint): Promise<void> {
+    this.assertServing();
+    assert(!this.paused, 'no pulse while a group holds the shard');
+    this.ledger.pulse(timestamp);
+    const durable = this.log.append(this.epoch, LogOp.pulse, timestamp, 0, Buffer.alloc(0));
+    this.last_append = durable;
+    durable.catch((error: unknown) => this.fail(error));
+    this.afterAppend(0);
+    return durable.then(() => undefined);
+  }
+
+  private commit<T>(
+    op: typeof LogOp.create_accounts | typeof LogOp.create_transfers | typeof LogOp.group,
+    now: bigint,
+    count: number,
+    body: Uint8Array,
+    objects: number,
+    result: T,
+    group_id = 0,
+    runs?: TimestampRuns,
+  ): Promise<T> {
+    const durable = this.log.append(this.epoch, op, now, count, body, group_id, runs ?? null);
     this.last_append = durable;
     durable.catch((error: unknown) => this.fail(error));
     this.afterAppend(objects);
@@ -244,6 +315,9 @@ export class Shard {
   }
 
   private afterAppend(objects: number): void {
+    // Whatever was due may have expired with this entry: look again.
+    this.due_signalled.local = false;
+    this.due_signalled.foreign = false;
     this.entries_since_checkpoint++;
     this.objects_since_checkpoint += objects;
     if (
@@ -253,6 +327,91 @@ export class Shard {
       void this.checkpoint();
     }
     this.schedulePulse();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Cross-shard groups (src/shard/group.ts has the protocol).
+
+  /**
+   * The group's barrier: from here until `groupApply`, nothing changes this shard's state. Returns
+   * what the group needs from this shard, reading due pending transfers up to `horizon` (default:
+   * a little past the clock; the group's timestamps are not known yet).
+   */
+  groupRead(kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): Uint8Array {
+    this.assertServing();
+    assert(horizon > this.ledger.last_timestamp, 'a group comes after everything before it');
+    this.paused = true;
+    return buildReadSet(this.ledger, kind, count, body, horizon);
+  }
+
+  /**
+   * Executes a group at batch timestamp `timestamp` over every participant's read set, takes
+   * over its effects on this shard, logs it, and resolves once the entry is durable.
+   */
+  groupApply(entry: GroupEntry, timestamp: bigint): Promise<CreateResult> {
+    this.assertServing();
+    assert(this.paused, 'a group applies only at its barrier');
+    assert(entry.gid > this.last_gid, 'groups apply in id order');
+    this.paused = false;
+    try {
+      const result = this.applyGroupEffects(entry, timestamp);
+      return this.commit(LogOp.group, timestamp, entry.count, encodeGroupEntry(entry), 2 * entry.count, result, entry.gid);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+  }
+
+  /** Leaves a barrier without applying (the group was abandoned before any participant applied it). */
+  groupRelease(): void {
+    this.paused = false;
+    this.schedulePulse();
+  }
+
+  /**
+   * Recovery: redoes a group this shard took part in but did not log before a crash, from
+   * another participant's entry (timestamp = that entry's now_ns), and logs it here.
+   */
+  groupRollForward(body: Uint8Array, timestamp: bigint): Promise<CreateResult> {
+    this.assertServing();
+    assert(!this.paused, 'roll forward outside a barrier');
+    const entry = decodeGroupEntry(body);
+    assert(entry.gid > this.last_gid, 'roll forward only groups this shard lacks');
+    try {
+      const result = this.redoGroup(entry, timestamp, 0);
+      return this.commit(LogOp.group, timestamp, entry.count, body, 2 * entry.count, result, entry.gid);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+  }
+
+  /** This shard's group entries after `gid`: [gid, timestamp, body]. */
+  groupEntriesAfter(gid: number): Array<[number, bigint, Uint8Array]> {
+    return this.log.groupEntriesAfter(gid).map(({ group_id, entry }) => [group_id, entry.now_ns, entry.body]);
+  }
+
+  private redoGroup(entry: GroupEntry, timestamp: bigint, position: number): CreateResult {
+    const mine = entry.participants.indexOf(this.index);
+    if (mine < 0) throw new CorruptLogError(position, `group ${entry.gid} does not name shard ${this.index} among its participants`);
+    // This shard's state must be exactly what it read when the group first ran.
+    const logged = entry.read_sets[mine];
+    const again = buildReadSet(this.ledger, entry.kind, entry.count, entry.body, readSetHeader(logged).horizon);
+    if (Buffer.compare(Buffer.from(again.buffer, again.byteOffset, again.byteLength), Buffer.from(logged.buffer, logged.byteOffset, logged.byteLength)) !== 0) {
+      throw new CorruptLogError(position, `group ${entry.gid}: this shard's state differs from what it read when the group ran`);
+    }
+    return this.applyGroupEffects(entry, timestamp);
+  }
+
+  private applyGroupEffects(entry: GroupEntry, timestamp: bigint): CreateResult {
+    assert(entry.gid > this.last_gid, 'groups apply in id order');
+    for (const part of entry.read_sets) {
+      assert(firstEventTimestamp(timestamp, entry.count) <= readSetHeader(part).horizon, 'every participant read what is due by the group');
+    }
+    const { scratch, result } = executeGroup(entry.kind, entry.count, entry.body, timestamp, entry.read_sets);
+    this.ledger.adoptFrom(scratch, this.owns);
+    this.last_gid = entry.gid;
+    return result;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -303,6 +462,8 @@ export class Shard {
     const stop = Math.min(head, next + scan_max);
     while (next < stop && out.length < limit) {
       const transfer = all[next++];
+      // A cross-shard transfer is kept by both of its shards; it is served by its debit account's.
+      if (this.shard_count > 1 && !this.owns(transfer.debit_account_id)) continue;
       if (ledgers === null || ledgers.includes(transfer.ledger)) out.push({ ...transfer });
     }
     return { transfers: out, next, head };
@@ -313,7 +474,9 @@ export class Shard {
 
   private schedulePulse(): void {
     if (!this.pulse_enabled || this.closed || this.failure !== null) return;
-    const next = this.ledger.nextExpiry();
+    const local = this.due_signalled.local ? 0n : this.ledger.nextExpiry();
+    const foreign = this.on_due === undefined || this.due_signalled.foreign ? 0n : this.ledger.nextForeignExpiry();
+    const next = local === 0n ? foreign : foreign === 0n || local < foreign ? local : foreign;
     if (next === 0n) return;
     if (this.pulse_timer !== null && this.pulse_at <= next) return;
     if (this.pulse_timer !== null) clearTimeout(this.pulse_timer);
@@ -326,9 +489,26 @@ export class Shard {
   private firePulse(): void {
     this.pulse_timer = null;
     if (this.closed || this.failure !== null) return;
+    // A group holds the shard: it expires what is due itself, and the next append reschedules.
+    if (this.paused) return;
     const now = this.clock();
-    const next = this.ledger.nextExpiry();
-    if (next !== 0n && next <= now) {
+    const local = this.ledger.nextExpiry();
+    const local_due = local !== 0n && local <= now;
+    if (this.on_due !== undefined) {
+      // Engine mode: the sequencer times every change, so the engine sends the pulse (or group).
+      const foreign = this.ledger.nextForeignExpiry();
+      if (local_due && !this.due_signalled.local) {
+        this.due_signalled.local = true;
+        this.on_due('local');
+      }
+      if (foreign !== 0n && foreign <= now && !this.due_signalled.foreign) {
+        this.due_signalled.foreign = true;
+        this.on_due('foreign');
+      }
+      this.schedulePulse();
+      return;
+    }
+    if (local_due) {
       this.ledger.pulse(now);
       const durable = this.log.append(this.epoch, LogOp.pulse, now, 0, Buffer.alloc(0));
       this.last_append = durable;
@@ -352,6 +532,7 @@ export class Shard {
       checksum: head.checksum,
       last_timestamp: this.ledger.last_timestamp,
       transfer_timestamp_max: this.ledger.transfer_timestamp_max,
+      last_gid: this.last_gid,
     });
     this.entries_since_checkpoint = 0;
     this.objects_since_checkpoint = 0;
@@ -420,6 +601,10 @@ export class Shard {
     if (this.failure !== null) return;
     this.failure = error instanceof Error ? error : new Error(String(error));
   }
+}
+
+function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`shard invariant violated: ${message}`);
 }
 
 function assertBatch(count: number): void {

@@ -8,6 +8,8 @@ import { Shard } from './shard.ts';
 import { ShardMetrics } from '../metrics/shard.ts';
 import { LogOp } from '../storage/log.ts';
 import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
+import { IdFilter } from './idfilter.ts';
+import { firstEventTimestamp } from './group.ts';
 import {
   ShardOp,
   packTransferable,
@@ -18,6 +20,9 @@ import {
   type ShardResult,
   type ShardWorkerData,
   type ToWorker,
+  type GroupRequest,
+  type GroupEntryWire,
+  type CreateRequest,
 } from './messages.ts';
 
 const port = parentPort;
@@ -44,8 +49,17 @@ const metrics = new ShardMetrics(data.index, () => {
   };
 });
 try {
-  shard = Shard.open({ dir: data.dir, on_checkpoint: (seconds) => metrics.observeCheckpoint(seconds) });
-  post({ type: 'ready', recovery: shard.recovery });
+  shard = Shard.open({
+    dir: data.dir,
+    index: data.index,
+    shard_count: data.shard_count,
+    on_checkpoint: (seconds) => metrics.observeCheckpoint(seconds),
+    on_due: (kind) => post({ type: 'due', kind }),
+  });
+  const filter = new IdFilter();
+  for (const id of shard.ledger.transfers.keys()) filter.addId(id);
+  for (const id of shard.ledger.transient) filter.addId(id);
+  post({ type: 'ready', recovery: shard.recovery, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON() });
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
@@ -85,7 +99,7 @@ function handle(request: ShardRequest): void {
       case ShardOp.create_transfers: {
         const accounts = op === ShardOp.create_accounts;
         const started = performance.now();
-        shard.createEncoded(accounts ? LogOp.create_accounts : LogOp.create_transfers, payload.count, payload.body).then(
+        shard.createEncoded(accounts ? LogOp.create_accounts : LogOp.create_transfers, payload.count, payload.body, payload.runs).then(
           (result) => {
             metrics.observeBatch(accounts ? 'create_accounts' : 'create_transfers', result.status, (performance.now() - started) / 1000);
             reply(id, result);
@@ -112,6 +126,15 @@ function handle(request: ShardRequest): void {
       case ShardOp.feed_read:
         reply(id, { feed: shard.feedRead(payload.from, payload.limit, payload.ledgers) });
         return;
+      case ShardOp.pulse:
+        shard.pulseAt(payload.timestamp).then(
+          () => reply(id, { status: [], timestamp: [] }),
+          (error: unknown) => reply(id, failure(error)),
+        );
+        return;
+      case ShardOp.group:
+        reply(id, { error: 'internal', message: 'a group reached the plain request path' });
+        return;
       case ShardOp.query_transfers:
         void shard.queryTransfers(payload.filter).then((transfers) => reply(id, { transfers }), (e: unknown) => reply(id, failure(e)));
         return;
@@ -126,7 +149,7 @@ function handle(request: ShardRequest): void {
 // It is exactly what applying them one after another at the same instant would give, provided no
 // request leaves a linked chain open (its last event is not linked) and each request's import
 // mode (taken from its first event) is the run's. Many small requests then cost one log append.
-type CreateTransfers = [number, typeof ShardOp.create_transfers, { count: number; body: Uint8Array }];
+type CreateTransfers = [number, typeof ShardOp.create_transfers, CreateRequest];
 const TRANSFER_RECORD_BYTES = 72;
 const FLAGS_OFFSET = 70;
 const LINKED = 1 << 0;
@@ -156,12 +179,19 @@ function handleRun(run: CreateTransfers[]): void {
   let result: Promise<{ status: number[]; timestamp: bigint[] }>;
   try {
     const body = new Uint8Array(count * TRANSFER_RECORD_BYTES);
+    const runs: Array<[bigint, number]> = [];
     let offset = 0;
     for (const request of run) {
       body.set(request[2].body, offset);
       offset += request[2].body.byteLength;
+      for (const stamp of request[2].runs) {
+        // Adjacent ranges (requests reserved back to back) join into one run.
+        const last = runs[runs.length - 1];
+        if (last !== undefined && last[0] + BigInt(stamp[1]) === stamp[0]) last[0] = stamp[0], (last[1] += stamp[1]);
+        else runs.push([stamp[0], stamp[1]]);
+      }
     }
-    result = shard.createEncoded(LogOp.create_transfers, count, body);
+    result = shard.createEncoded(LogOp.create_transfers, count, body, runs);
   } catch (error) {
     for (const request of run) reply(request[0], failure(error));
     return;
@@ -182,6 +212,50 @@ function handleRun(run: CreateTransfers[]): void {
   );
 }
 
+// A cross-shard group stops the shard: from the group's read until its execution nothing else
+// may run here, so requests arriving meanwhile wait in `backlog`, in order.
+let barrier: { id: number; request: GroupRequest } | null = null;
+let backlog: ShardRequest[] = [];
+
+function startGroup(id: number, request: GroupRequest): void {
+  let read_set: Uint8Array;
+  try {
+    read_set = shard.groupRead(request.kind, request.count, request.body, firstEventTimestamp(request.timestamp, request.count));
+  } catch (error) {
+    // Could not even read: the shard is not serving. The group's other participants wait for a
+    // read that never comes; the engine fails the whole group when this reply arrives.
+    reply(id, failure(error));
+    return;
+  }
+  barrier = { id, request };
+  post({ type: 'group_read', gid: request.gid, read_set }, [read_set.buffer as ArrayBuffer]);
+}
+
+function execGroup(gid: number, read_sets: Uint8Array[]): void {
+  const current = barrier;
+  if (current === null || current.request.gid !== gid) return; // a late or duplicate message
+  barrier = null;
+  const { id, request } = current;
+  const timestamp = request.timestamp;
+  const started = performance.now();
+  try {
+    shard
+      .groupApply({ gid, kind: request.kind, participants: request.participants, count: request.count, body: request.body, read_sets }, timestamp)
+      .then(
+        (result) => {
+          metrics.observeBatch(request.kind === 1 ? 'create_accounts' : 'create_transfers', result.status, (performance.now() - started) / 1000);
+          reply(id, result);
+        },
+        (error: unknown) => reply(id, failure(error)),
+      );
+  } catch (error) {
+    reply(id, failure(error));
+  }
+  const waiting = backlog;
+  backlog = [];
+  handleAll(waiting);
+}
+
 function handleAll(requests: ShardRequest[]): void {
   let run: CreateTransfers[] = [];
   let run_events = 0;
@@ -192,7 +266,17 @@ function handleAll(requests: ShardRequest[]): void {
     run_events = 0;
     run_imported = -1;
   };
-  for (const request of requests) {
+  for (let k = 0; k < requests.length; k++) {
+    const request = requests[k];
+    if (barrier !== null) {
+      backlog.push(...requests.slice(k));
+      break;
+    }
+    if (request[1] === ShardOp.group) {
+      flush();
+      startGroup(request[0], request[2]);
+      continue;
+    }
     if (!mergeable(request)) {
       flush();
       handle(request);
@@ -208,9 +292,35 @@ function handleAll(requests: ShardRequest[]): void {
   flush();
 }
 
+function rollForward(request: number, entries: GroupEntryWire[]): void {
+  let last: Promise<unknown> = Promise.resolve();
+  try {
+    for (const [, timestamp, body] of entries) last = shard.groupRollForward(body, timestamp);
+  } catch (error) {
+    post({ type: 'rolled', request, error: error instanceof Error ? error.message : String(error) });
+    return;
+  }
+  last.then(
+    () => post({ type: 'rolled', request }),
+    (error: unknown) => post({ type: 'rolled', request, error: error instanceof Error ? error.message : String(error) }),
+  );
+}
+
 port.on('message', (message: ToWorker) => {
   if (message.type === 'requests') {
-    handleAll(unpack<ShardRequest[]>(message.buffer));
+    const requests = unpack<ShardRequest[]>(message.buffer);
+    if (barrier !== null) backlog.push(...requests);
+    else handleAll(requests);
+  } else if (message.type === 'group_exec') {
+    execGroup(message.gid, message.read_sets);
+  } else if (message.type === 'group_entries') {
+    try {
+      post({ type: 'group_entries', request: message.request, entries: shard.groupEntriesAfter(message.after) });
+    } catch (error) {
+      post({ type: 'group_entries', request: message.request, entries: [], error: error instanceof Error ? error.message : String(error) });
+    }
+  } else if (message.type === 'roll_forward') {
+    rollForward(message.request, message.entries);
   } else if (message.type === 'metrics') {
     const request = message.request;
     metrics.json().then(

@@ -38,9 +38,13 @@ export interface CheckpointMeta {
    * has a greater one, so rows above it belong to a checkpoint that never completed.
    */
   transfer_timestamp_max: bigint;
+  /** The last cross-shard group this shard applied (0: none). */
+  last_gid: number;
 }
 
-const META_BYTES = 32;
+const META_BYTES = 40;
+/** Metadata written before cross-shard groups existed (no last_gid). */
+const META_BYTES_V1 = 32;
 /** Immutable rows (transfers, history) are stored in blocks of this many. */
 const BLOCK_ROWS = 16_384;
 const HISTORY_ROW_BYTES = 8 + BALANCE_BYTES;
@@ -90,12 +94,13 @@ export class CheckpointStore {
   readMeta(): CheckpointMeta | null {
     const bytes = this.meta.get('checkpoint');
     if (bytes === undefined) return null;
-    if (bytes.byteLength !== META_BYTES) throw new Error(`corrupt checkpoint metadata: ${bytes.byteLength} bytes`);
+    if (bytes.byteLength !== META_BYTES && bytes.byteLength !== META_BYTES_V1) throw new Error(`corrupt checkpoint metadata: ${bytes.byteLength} bytes`);
     return {
       position: Number(bytes.readBigUInt64LE(0)),
       checksum: bytes.readUInt32LE(8),
       last_timestamp: bytes.readBigUInt64LE(16),
       transfer_timestamp_max: bytes.readBigUInt64LE(24),
+      last_gid: bytes.byteLength >= META_BYTES ? Number(bytes.readBigUInt64LE(32)) : 0,
     };
   }
 
@@ -154,6 +159,7 @@ export class CheckpointStore {
     meta.writeUInt32LE(job.meta.checksum, 8);
     meta.writeBigUInt64LE(job.meta.last_timestamp, 16);
     meta.writeBigUInt64LE(job.meta.transfer_timestamp_max, 24);
+    meta.writeBigUInt64LE(BigInt(job.meta.last_gid), 32);
     // Asynchronous puts issued in one event turn form one LMDB transaction, executed on lmdb's
     // write thread: the switch is atomic and the main thread only queues the writes.
     for (const [db, key, value] of job.final_puts) void db.put(key, value);

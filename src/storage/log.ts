@@ -9,15 +9,27 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { crc32 } from 'node:zlib';
 import { closeEnvironment } from './close.ts';
+import type { TimestampRuns } from '../ledger/ledger.ts';
 
-export const LogOp = { create_accounts: 1, create_transfers: 2, pulse: 3 } as const;
+/**
+ * `group`: a cross-shard group this shard took part in. Its body holds the events and what every
+ * participant read, so any one participant's entry lets the others redo the group (recovery).
+ */
+export const LogOp = { create_accounts: 1, create_transfers: 2, pulse: 3, group: 4 } as const;
 export type LogOpValue = (typeof LogOp)[keyof typeof LogOp];
 
 const MAGIC = 0x4b45454c; // "KEEL"
 const FORMAT_VERSION = 1;
 export const ENTRY_HEADER_BYTES = 56;
-/** Upper bound on one entry's body: 8190 events of 72 bytes, with room to spare. */
-export const ENTRY_BODY_BYTES_MAX = 1 << 20;
+/** Header byte 7: the body ends with timestamp runs (16 bytes each: u64 last, u32 count, u32 0). */
+const FLAG_RUNS = 1;
+const RUN_BYTES = 16;
+const RECORD_BYTES: Record<number, number> = { 1: 40, 2: 72, 3: 0 };
+/**
+ * Upper bound on one entry's body. A plain batch is at most 8190 events of 72 bytes; a group
+ * entry also carries its participants' read sets (accounts, transfers, due pending transfers).
+ */
+export const ENTRY_BODY_BYTES_MAX = 64 << 20;
 
 export interface LogEntry {
   position: number;
@@ -25,7 +37,10 @@ export interface LogEntry {
   op: LogOpValue;
   now_ns: bigint;
   count: number;
+  /** The events' records (runs excluded). */
   body: Uint8Array;
+  /** Timestamps assigned by the engine's sequencer, or null: derived from now_ns. */
+  runs: TimestampRuns | null;
   /** The checksum of this entry's header, which covers its body's checksum and its predecessor's. */
   checksum: number;
   prev_checksum: number;
@@ -54,14 +69,17 @@ export interface LogStoreOptions {
 export class LogStore {
   private readonly env: RootDatabase;
   private readonly entries: Database<Buffer, number>;
+  /** Group id → log position of this shard's entry for that cross-shard group. */
+  private readonly groups: Database<number, number>;
   private head_: LogHead;
   private durable_position_: number;
   private failure: Error | null = null;
   private last_append: Promise<unknown> = Promise.resolve();
 
-  private constructor(env: RootDatabase, entries: Database<Buffer, number>) {
+  private constructor(env: RootDatabase, entries: Database<Buffer, number>, groups: Database<number, number>) {
     this.env = env;
     this.entries = entries;
+    this.groups = groups;
     this.head_ = { position: 0, checksum: 0 };
     for (const { value } of this.entries.getRange({ reverse: true, limit: 1 })) {
       const entry = decodeEntry(value, undefined);
@@ -73,7 +91,8 @@ export class LogStore {
   static open(options: LogStoreOptions): LogStore {
     const env = open({ path: options.path, separateFlushed: true, maxDbs: 4 });
     const entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
-    return new LogStore(env, entries);
+    const groups = env.openDB<number, number>({ name: 'groups' });
+    return new LogStore(env, entries, groups);
   }
 
   /** The last appended entry (not necessarily durable yet). */
@@ -96,11 +115,23 @@ export class LogStore {
    * Appends the next entry. The returned promise resolves once the entry is fsynced: only then may
    * anything that depends on it be acknowledged. Entries in one event turn share one commit.
    */
-  append(epoch: number, op: LogOpValue, now_ns: bigint, count: number, body: Uint8Array): Promise<number> {
+  append(
+    epoch: number,
+    op: LogOpValue,
+    now_ns: bigint,
+    count: number,
+    body: Uint8Array,
+    group_id = 0,
+    runs: TimestampRuns | null = null,
+  ): Promise<number> {
     if (this.failure !== null) return Promise.reject(this.failure);
+    if ((op === LogOp.group) !== group_id > 0) throw new RangeError('a group entry, and only one, carries a group id');
     const position = this.head_.position + 1;
-    const bytes = encodeEntry(position, epoch, op, now_ns, count, body, this.head_.checksum);
+    const bytes = encodeEntry(position, epoch, op, now_ns, count, body, this.head_.checksum, runs);
     this.head_ = { position, checksum: bytes.readUInt32LE(48) };
+    // Both puts are issued in one event turn, so lmdb-js commits them in one transaction: the
+    // index never lacks a durable group entry.
+    if (group_id > 0) void this.groups.put(group_id, position);
     const written = this.entries.put(position, bytes) as Promise<boolean> & { flushed?: Promise<void> };
     const flushed = written.flushed ?? written;
     // An entry counts as durable only if every entry before it is: should an earlier write fail,
@@ -137,12 +168,31 @@ export class LogStore {
     }
   }
 
+  /** This shard's entries for groups after `group_id`, in group order (verified one by one). */
+  groupEntriesAfter(group_id: number): Array<{ group_id: number; entry: LogEntry }> {
+    const out: Array<{ group_id: number; entry: LogEntry }> = [];
+    for (const { key, value: position } of this.groups.getRange({ start: group_id + 1 })) {
+      const bytes = this.entries.get(position);
+      if (bytes === undefined) throw new CorruptLogError(position, `group ${key} points at it, but it is not in the log`);
+      const entry = decodeEntry(bytes, undefined);
+      if (entry.op !== LogOp.group) throw new CorruptLogError(position, `group ${key} points at it, but it is no group entry`);
+      out.push({ group_id: key, entry });
+    }
+    return out;
+  }
+
   /** Drops entries below `position` (checkpointed and past retention). */
   async prune(position: number): Promise<void> {
     const keys = [...this.entries.getKeys({ end: position })];
     if (keys.length === 0) return;
+    const groups: number[] = [];
+    for (const { key, value } of this.groups.getRange({})) {
+      if (value < position) groups.push(key);
+      else break;
+    }
     await this.entries.transaction(() => {
       for (const key of keys) this.entries.removeSync(key);
+      for (const key of groups) this.groups.removeSync(key);
     });
   }
 
@@ -159,20 +209,35 @@ export function encodeEntry(
   count: number,
   body: Uint8Array,
   prev_checksum: number,
+  runs: TimestampRuns | null = null,
 ): Buffer {
-  if (body.byteLength > ENTRY_BODY_BYTES_MAX) throw new Error(`log entry body of ${body.byteLength} bytes is over the limit`);
-  const bytes = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + body.byteLength);
+  if (runs !== null && (op === LogOp.group || body.byteLength !== count * RECORD_BYTES[op])) {
+    throw new RangeError('timestamp runs go with a plain batch of whole records');
+  }
+  const runs_bytes = runs === null ? 0 : runs.length * RUN_BYTES;
+  const body_bytes = body.byteLength + runs_bytes;
+  if (body_bytes > ENTRY_BODY_BYTES_MAX) throw new Error(`log entry body of ${body_bytes} bytes is over the limit`);
+  const bytes = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + body_bytes);
   bytes.writeUInt32LE(MAGIC, 0);
   bytes.writeUInt16LE(FORMAT_VERSION, 4);
   bytes.writeUInt8(op, 6);
-  bytes.writeUInt8(0, 7);
+  bytes.writeUInt8(runs === null ? 0 : FLAG_RUNS, 7);
   bytes.writeBigUInt64LE(BigInt(position), 8);
   bytes.writeBigUInt64LE(BigInt(epoch), 16);
   bytes.writeBigUInt64LE(now_ns, 24);
   bytes.writeUInt32LE(count, 32);
-  bytes.writeUInt32LE(body.byteLength, 36);
+  bytes.writeUInt32LE(body_bytes, 36);
   bytes.writeUInt32LE(prev_checksum, 40);
   bytes.set(body, ENTRY_HEADER_BYTES);
+  if (runs !== null) {
+    let at = ENTRY_HEADER_BYTES + body.byteLength;
+    for (const [top, n] of runs) {
+      bytes.writeBigUInt64LE(top, at);
+      bytes.writeUInt32LE(n, at + 8);
+      bytes.writeUInt32LE(0, at + 12);
+      at += RUN_BYTES;
+    }
+  }
   bytes.writeUInt32LE(crc32(bytes.subarray(ENTRY_HEADER_BYTES)), 44);
   bytes.writeUInt32LE(crc32(bytes.subarray(0, 48)), 48);
   bytes.writeUInt32LE(0, 52);
@@ -198,16 +263,33 @@ export function decodeEntry(bytes: Uint8Array, expected_prev_checksum: number | 
     throw new CorruptLogError(position_hint, 'does not follow its predecessor (chain checksum mismatch)');
   }
   const op = buf.readUInt8(6);
-  if (op !== LogOp.create_accounts && op !== LogOp.create_transfers && op !== LogOp.pulse) {
+  if (op !== LogOp.create_accounts && op !== LogOp.create_transfers && op !== LogOp.pulse && op !== LogOp.group) {
     throw new CorruptLogError(position_hint, `unknown operation ${op}`);
+  }
+  const count = buf.readUInt32LE(32);
+  const flags = buf.readUInt8(7);
+  let records = body;
+  let runs: Array<[bigint, number]> | null = null;
+  if ((flags & FLAG_RUNS) !== 0) {
+    const record_bytes = count * (RECORD_BYTES[op] ?? 0);
+    const runs_bytes = body.byteLength - record_bytes;
+    if (op === LogOp.group || runs_bytes <= 0 || runs_bytes % RUN_BYTES !== 0) {
+      throw new CorruptLogError(position_hint, `timestamp runs of ${runs_bytes} bytes do not fit the entry`);
+    }
+    records = body.subarray(0, record_bytes);
+    runs = [];
+    for (let at = record_bytes; at < body.byteLength; at += RUN_BYTES) runs.push([body.readBigUInt64LE(at), body.readUInt32LE(at + 8)]);
+  } else if (flags !== 0) {
+    throw new CorruptLogError(position_hint, `unknown flags ${flags}`);
   }
   return {
     position: position_hint,
     epoch: Number(buf.readBigUInt64LE(16)),
     op,
     now_ns: buf.readBigUInt64LE(24),
-    count: buf.readUInt32LE(32),
-    body,
+    count,
+    body: records,
+    runs,
     checksum: buf.readUInt32LE(48),
     prev_checksum,
   };

@@ -48,7 +48,7 @@ export async function replayLog(dir: string): Promise<Replay> {
     const first = log.firstPosition();
     if (first !== 1) throw new Error(`the log starts at ${first}, not 1: it was pruned`);
     const ledger = new Ledger();
-    const ops: Record<LogOpValue, number> = { [LogOp.create_accounts]: 0, [LogOp.create_transfers]: 0, [LogOp.pulse]: 0 };
+    const ops: Record<LogOpValue, number> = { [LogOp.create_accounts]: 0, [LogOp.create_transfers]: 0, [LogOp.pulse]: 0, [LogOp.group]: 0 };
     let entries = 0;
     for (const entry of log.read(1)) {
       switch (entry.op) {
@@ -61,6 +61,8 @@ export async function replayLog(dir: string): Promise<Replay> {
         case LogOp.pulse:
           ledger.pulse(entry.now_ns);
           break;
+        case LogOp.group:
+          throw new Error('replayLog replays one-shard logs only; this one holds a cross-shard group');
       }
       ops[entry.op]++;
       entries++;

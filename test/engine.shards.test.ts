@@ -1,0 +1,308 @@
+// The engine with several shards, driven in-process: cross-shard transfers, id uniqueness across
+// shards, linked chains that span shards, two-phase transfers and expiry across shards, request
+// order, restart, and recovery of a cross-shard group that only some shards logged before a crash.
+// After every scenario the books balance per ledger across all shards.
+
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import { Engine } from '../src/shard/engine.ts';
+import { shardOfAccount } from '../src/shard/partition.ts';
+import { encodeAccountBatch, encodeTransferBatch } from '../src/storage/codec.ts';
+import {
+  CREATE_TRANSFER_STATUS_NAMES,
+  CREATE_ACCOUNT_STATUS_NAMES,
+  type Account,
+  type AccountInput,
+  type Transfer,
+  type TransferInput,
+  TransferFlags,
+} from '../src/ledger/types.ts';
+import { account, accountFilter, pending, post, queryFilter, transfer, voidPending } from './support/builders.ts';
+import { tempDir } from './support/shard-helpers.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** The first `n` account ids (from `from`) that live on `shard` of `shards`. */
+function idsOn(shard: number, shards: number, n: number, from = 1n): bigint[] {
+  const out: bigint[] = [];
+  for (let id = from; out.length < n; id++) if (shardOfAccount(id, shards) === shard) out.push(id);
+  return out;
+}
+
+async function start(dir: string, shards = 2): Promise<Engine> {
+  return Engine.start({ data_dir: dir, shards, queue_events_max: 100_000 });
+}
+
+async function createAccounts(engine: Engine, accounts: AccountInput[]): Promise<string[]> {
+  const result = await engine.createAccounts(accounts.length, encodeAccountBatch(accounts));
+  if (!('status' in result)) throw new Error(`create_accounts failed: ${JSON.stringify(result)}`);
+  return result.status.map((s) => CREATE_ACCOUNT_STATUS_NAMES[s]);
+}
+
+async function createTransfers(engine: Engine, transfers: TransferInput[]): Promise<{ names: string[]; timestamps: bigint[] }> {
+  const result = await engine.createTransfers(transfers.length, encodeTransferBatch(transfers));
+  if (!('status' in result)) throw new Error(`create_transfers failed: ${JSON.stringify(result)}`);
+  return { names: result.status.map((s) => CREATE_TRANSFER_STATUS_NAMES[s]), timestamps: result.timestamp };
+}
+
+async function balances(engine: Engine, ids: bigint[]): Promise<Map<bigint, Account>> {
+  const result = await engine.lookupAccounts(ids);
+  if (!('accounts' in result)) throw new Error(JSON.stringify(result));
+  return new Map(result.accounts.map((a) => [a.id, a]));
+}
+
+async function allTransfers(engine: Engine): Promise<Transfer[]> {
+  const result = await engine.queryTransfers(queryFilter({ limit: 8190 }));
+  if (!('transfers' in result)) throw new Error(JSON.stringify(result));
+  return result.transfers;
+}
+
+/** Per ledger, over every account of every shard: debits equal credits, posted and pending. */
+async function assertBooksBalance(t: Tap, engine: Engine, label: string): Promise<void> {
+  const result = await engine.queryAccounts(queryFilter({ limit: 8190 }));
+  if (!('accounts' in result)) throw new Error(JSON.stringify(result));
+  const sums = new Map<number, [bigint, bigint, bigint, bigint]>();
+  for (const a of result.accounts) {
+    const s = sums.get(a.ledger) ?? [0n, 0n, 0n, 0n];
+    s[0] += a.debits_posted;
+    s[1] += a.credits_posted;
+    s[2] += a.debits_pending;
+    s[3] += a.credits_pending;
+    sums.set(a.ledger, s);
+  }
+  for (const [ledger, [dp, cp, dq, cq]] of sums) {
+    t.equal(dp, cp, `${label}: ledger ${ledger} posted debits equal credits`);
+    t.equal(dq, cq, `${label}: ledger ${ledger} pending debits equal credits`);
+  }
+}
+
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
+
+const [A0, B0, C0] = idsOn(0, 2, 3);
+const [A1, B1, C1] = idsOn(1, 2, 3);
+const ALL = [A0, B0, C0, A1, B1, C1];
+
+t.test('cross-shard transfers apply on both shards at once; queries see each transfer once', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  const engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  t.same(await createAccounts(engine, ALL.map((id) => account(id))), ALL.map(() => 'created'));
+
+  // One request mixing cross-shard and single-shard events runs whole as a group.
+  const mixed = await createTransfers(engine, [transfer(101n, A0, A1, 100n), transfer(102n, A1, B1, 30n), transfer(103n, B0, A0, 7n)]);
+  t.same(mixed.names, ['created', 'created', 'created']);
+  t.ok(engine.group_stats.groups >= 1, 'it took the cross-shard path');
+  let b = await balances(engine, ALL);
+  t.equal(b.get(A0)!.debits_posted, 100n);
+  t.equal(b.get(A0)!.credits_posted, 7n);
+  t.equal(b.get(A1)!.credits_posted, 100n);
+  t.equal(b.get(A1)!.debits_posted, 30n);
+  t.equal(b.get(B1)!.credits_posted, 30n);
+
+  // A request whose events each stay on one shard splits, and keeps request order in timestamps.
+  const groups_before = engine.group_stats.groups;
+  const split = await createTransfers(engine, [transfer(201n, A0, B0, 1n), transfer(202n, A1, B1, 2n), transfer(203n, B0, C0, 3n), transfer(204n, C1, A1, 4n)]);
+  t.same(split.names, ['created', 'created', 'created', 'created']);
+  t.equal(engine.group_stats.groups, groups_before, 'no group for a request whose events stay on their shards');
+  for (let i = 1; i < 4; i++) t.equal(split.timestamps[i], split.timestamps[i - 1] + 1n, `event ${i} follows event ${i - 1} by one nanosecond`);
+
+  // Each shard indexes its side: the credit account's shard finds the cross-shard transfer.
+  const a1 = await engine.getAccountTransfers(accountFilter(A1));
+  t.ok('transfers' in a1 && a1.transfers.map((x) => x.id).includes(101n), 'get_account_transfers of the credit side finds it');
+  const lookup = await engine.lookupTransfers([101n, 999n, 202n]);
+  t.same('transfers' in lookup ? lookup.transfers.map((x) => x.id) : lookup, [101n, 202n], 'lookup_transfers across shards, in request order');
+  const all = await allTransfers(engine);
+  t.same(all.map((x) => x.id), [101n, 102n, 103n, 201n, 202n, 203n, 204n], 'query_transfers: each once, in timestamp order');
+  const reversed = await engine.queryTransfers(queryFilter({ limit: 3, flags: 1 << 0 }));
+  t.same('transfers' in reversed ? reversed.transfers.map((x) => x.id) : reversed, [204n, 203n, 202n], 'reversed with a limit');
+  b = await balances(engine, ALL);
+  t.equal(b.get(A1)!.credits_posted, 104n);
+  await assertBooksBalance(t, engine, 'after cross-shard transfers');
+});
+
+t.test('ids are unique across shards', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  const engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  t.same((await createTransfers(engine, [transfer(1n, A0, B0, 5n)])).names, ['created'], 'created on shard 0 alone');
+  const resent = await createTransfers(engine, [transfer(1n, A1, B1, 5n), transfer(1n, A0, B0, 5n), transfer(1n, A0, A1, 5n)]);
+  t.same(
+    resent.names,
+    ['exists_with_different_debit_account_id', 'exists', 'exists_with_different_credit_account_id'],
+    'a resend reaches the shard that holds the id, whatever its accounts',
+  );
+  t.equal(resent.timestamps[1], (await allTransfers(engine))[0].timestamp, 'exists answers the original timestamp');
+  // A transient failure burns the id everywhere.
+  const missing = idsOn(1, 2, 1, 10_000n)[0];
+  t.same((await createTransfers(engine, [transfer(2n, missing, A0, 5n)])).names, ['debit_account_not_found']);
+  t.same((await createTransfers(engine, [transfer(2n, A1, B1, 5n)])).names, ['id_already_failed'], 'on another shard too');
+  // Two events of one request with one id on two shards: the second sees the first.
+  t.same((await createTransfers(engine, [transfer(3n, A0, B0, 1n), transfer(3n, A1, B1, 1n)])).names, ['created', 'exists_with_different_debit_account_id']);
+  const b = await balances(engine, ALL);
+  t.equal(b.get(A1)!.debits_posted, 0n, 'no duplicate was applied on shard 1');
+  t.equal(b.get(A0)!.debits_posted, 6n);
+  await assertBooksBalance(t, engine, 'after resends');
+});
+
+t.test('a linked chain that spans shards is atomic', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  const engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  await createAccounts(engine, [...ALL.map((id) => account(id)), account(idsOn(1, 2, 1, 20_000n)[0], { flags: 1 << 1 /* debits_must_not_exceed_credits */ })]);
+  const strict = idsOn(1, 2, 1, 20_000n)[0];
+  const linked = { flags: TransferFlags.linked };
+  const failed = await createTransfers(engine, [
+    transfer(10n, A0, A1, 10n, linked),
+    transfer(11n, B1, B0, 20n, linked),
+    transfer(12n, strict, C0, 1n), // exceeds_credits ends the chain
+  ]);
+  t.same(failed.names, ['linked_event_failed', 'linked_event_failed', 'exceeds_credits']);
+  let b = await balances(engine, ALL);
+  for (const id of ALL) t.equal(b.get(id)!.debits_posted + b.get(id)!.credits_posted, 0n, `account ${id} untouched`);
+  t.same((await engine.lookupTransfers([10n, 11n, 12n])) as unknown, { transfers: [] }, 'no transfer of the chain exists on any shard');
+  const ok = await createTransfers(engine, [transfer(20n, A0, A1, 10n, linked), transfer(21n, B1, B0, 20n)]);
+  t.same(ok.names, ['created', 'created']);
+  b = await balances(engine, ALL);
+  t.equal(b.get(A1)!.credits_posted, 10n);
+  t.equal(b.get(B0)!.credits_posted, 20n);
+  await assertBooksBalance(t, engine, 'after chains');
+});
+
+t.test('two-phase transfers across shards: post, void, and expiry of both sides at once', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  let engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  t.same((await createTransfers(engine, [pending(30n, A0, A1, 50n), pending(31n, B1, B0, 40n), pending(32n, C0, C1, 9n, { timeout: 1 })])).names, [
+    'created',
+    'created',
+    'created',
+  ]);
+  let b = await balances(engine, ALL);
+  t.equal(b.get(A0)!.debits_pending, 50n);
+  t.equal(b.get(A1)!.credits_pending, 50n);
+  // A post names no account: the router finds the pending transfer's shards by its id.
+  t.same((await createTransfers(engine, [post(40n, 30n, 30n), voidPending(41n, 31n)])).names, ['created', 'created']);
+  b = await balances(engine, ALL);
+  t.same([b.get(A0)!.debits_pending, b.get(A0)!.debits_posted, b.get(A1)!.credits_pending, b.get(A1)!.credits_posted], [0n, 30n, 0n, 30n], 'posted on both sides');
+  t.same([b.get(B1)!.debits_pending, b.get(B0)!.credits_pending], [0n, 0n], 'voided on both sides');
+  t.same((await createTransfers(engine, [post(42n, 30n)])).names, ['pending_transfer_already_posted']);
+
+  // The 1 s pending transfer expires on both shards, with no traffic, through a cross-shard pulse.
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    b = await balances(engine, [C0, C1]);
+    if (b.get(C0)!.debits_pending === 0n || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.same([b.get(C0)!.debits_pending, b.get(C1)!.credits_pending], [0n, 0n], 'expired on both sides');
+  t.same((await createTransfers(engine, [post(43n, 32n)])).names, ['pending_transfer_expired']);
+  await assertBooksBalance(t, engine, 'after two-phase transfers');
+
+  // Restart: the same books from the logs and checkpoints of both shards.
+  const before = await allTransfers(engine);
+  await engine.close();
+  engine = await start(dir);
+  t.same(await allTransfers(engine), before, 'transfers survive a restart');
+  b = await balances(engine, ALL);
+  t.equal(b.get(A1)!.credits_posted, 30n);
+  t.same((await createTransfers(engine, [post(44n, 31n)])).names, ['pending_transfer_already_voided'], 'pending states survive too');
+  await assertBooksBalance(t, engine, 'after restart');
+});
+
+t.test('a data directory keeps its shard count', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  t.teardown(cleanup);
+  const engine = await start(dir, 2);
+  await engine.close();
+  await t.rejects(start(dir, 3), { code: 'shard_count_mismatch' }, 'a restart with another count is refused');
+  const again = await start(dir, 2);
+  await again.close();
+});
+
+/** Runs the child: a 2-shard engine that creates, then exits without a checkpoint. */
+function runChild(dir: string, accounts: AccountInput[], transfers: TransferInput[]): Promise<{ accounts: number[]; transfers: number[] }> {
+  const json = JSON.stringify({ accounts, transfers }, (_, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
+  const child = spawn(process.execPath, ['--import=tsx', join(ROOT, 'test/support/shards-child.ts'), dir, json], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  return new Promise((resolve, reject) => {
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`child exited ${code}`))));
+  });
+}
+
+/** Removes a shard's last log entry (a group) as if its fsync had never completed. */
+async function dropLastGroupEntry(shard_dir: string): Promise<void> {
+  const env = open({ path: join(shard_dir, 'log'), maxDbs: 4 });
+  const entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
+  const groups = env.openDB<number, number>({ name: 'groups' });
+  let head = 0;
+  for (const key of entries.getKeys({ reverse: true, limit: 1 })) head = key;
+  let gid = 0;
+  for (const { key, value } of groups.getRange({ reverse: true, limit: 1 })) if (value === head) gid = key;
+  if (gid === 0) throw new Error(`the last entry of ${shard_dir} is no group`);
+  await entries.remove(head);
+  await groups.remove(gid);
+  await env.close();
+}
+
+t.test('recovery redoes a cross-shard group on the shards that did not log it', async (t) => {
+  const accounts = ALL.map((id) => account(id));
+  const transfers = [transfer(501n, A0, A1, 70n), transfer(502n, B1, B0, 5n, { flags: TransferFlags.linked }), transfer(503n, C0, C1, 6n)];
+
+  for (const [label, drop] of [
+    ['shard 1 lost its entry', [1]],
+    ['shard 0 lost its entry', [0]],
+  ] as const) {
+    const { dir, cleanup } = tempDir('keel-shards-crash-');
+    const acked = await runChild(dir, accounts, transfers);
+    t.same(acked.transfers, [0, 0, 0], `${label}: the child created the group`);
+    for (const shard of drop) await dropLastGroupEntry(join(dir, `shard-${shard}`));
+    const engine = await start(dir);
+    t.equal(engine.group_stats.rolled_forward, 1, `${label}: one group redone at startup`);
+    const b = await balances(engine, ALL);
+    t.same([b.get(A0)!.debits_posted, b.get(A1)!.credits_posted, b.get(B1)!.debits_posted, b.get(B0)!.credits_posted], [70n, 70n, 5n, 5n], `${label}: both sides applied`);
+    t.same((await allTransfers(engine)).map((x) => x.id), [501n, 502n, 503n], `${label}: every transfer once`);
+    // `exists` fails a chain like any other status: the chain's last event reports the failure.
+    t.same((await createTransfers(engine, transfers)).names, ['exists', 'exists', 'linked_event_failed'], `${label}: a resend applies nothing twice`);
+    await assertBooksBalance(t, engine, label);
+    await engine.close();
+    // And once more from the logs alone, now that every shard has the group.
+    const again = await start(dir);
+    t.equal(again.group_stats.rolled_forward, 0, `${label}: nothing left to redo`);
+    t.equal((await balances(again, [A1])).get(A1)!.credits_posted, 70n);
+    await again.close();
+    cleanup();
+  }
+
+  // No shard logged it: it never happened (and was never acknowledged).
+  const { dir, cleanup } = tempDir('keel-shards-crash-');
+  await runChild(dir, accounts, transfers);
+  await dropLastGroupEntry(join(dir, 'shard-0'));
+  await dropLastGroupEntry(join(dir, 'shard-1'));
+  const engine = await start(dir);
+  t.equal(engine.group_stats.rolled_forward, 0);
+  const b = await balances(engine, ALL);
+  t.same([b.get(A0)!.debits_posted, b.get(A1)!.credits_posted], [0n, 0n], 'neither side applied');
+  t.same(await allTransfers(engine), [], 'no transfer on any shard');
+  t.same((await createTransfers(engine, transfers)).names, ['created', 'created', 'created'], 'the ids are free');
+  await assertBooksBalance(t, engine, 'after a group no shard logged');
+  await engine.close();
+  cleanup();
+});
