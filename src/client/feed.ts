@@ -1,6 +1,7 @@
 // The change feed as an async iterator (PROTOCOL.md section 5): one dedicated connection, one
 // subscription, resumed automatically from the last cursor received after a dropped connection or
-// a `lagging` push, so the consumer sees every committed transfer once, in order.
+// a `lagging` push, so the consumer sees every committed transfer once, in commit order per shard
+// (no order between shards). Cursors are opaque: kept and sent back as the server gave them.
 //
 //   for await (const { cursor, transfers } of subscribe({ url, token, from: saved })) { ... }
 //

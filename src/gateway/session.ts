@@ -19,7 +19,7 @@ import {
   type ErrorCode,
 } from './protocol.ts';
 import type { Principal, TokenStore } from './tokens.ts';
-import { Subscription, parseCursor, parseLedgers, type FeedEngine } from './feed.ts';
+import { Subscription, parseCursor, parseLedgers, readHeads, type FeedEngine } from './feed.ts';
 import type { ShardResult } from '../shard/messages.ts';
 
 export interface SessionLimits {
@@ -396,12 +396,12 @@ export class Session {
       fail('forbidden', `${op} needs scope subscribe; token ${principal.name} has ${principal.scopes.join(', ')}`);
       return;
     }
-    const candidate = this.ctx.engine as unknown as Partial<FeedEngine> & { shard_count?: number };
+    const candidate = this.ctx.engine as unknown as Partial<FeedEngine>;
     if (typeof candidate.feedRead !== 'function' || typeof candidate.onCommitted !== 'function') {
       fail('unknown_op', `op ${op} (change feed) is not served by this server`);
       return;
     }
-    const engine = candidate as FeedEngine & { shard_count?: number };
+    const engine = candidate as FeedEngine;
     const allowed = op === 'subscribe' ? ['id', 'op', 'from', 'ledgers'] : ['id', 'op', 'subscription'];
     for (const key in frame) {
       if (!allowed.includes(key) && frame[key] !== undefined) {
@@ -431,36 +431,49 @@ export class Session {
       fail('invalid_request', ledgers.message, 'ledgers');
       return;
     }
-    let shard = 0;
-    let position = 0;
+    const shard_count = engine.shard_count ?? 1;
+    if (!Number.isSafeInteger(shard_count) || shard_count < 1) {
+      this.log.error({ shard_count }, 'the engine reports no usable shard count');
+      fail('internal', 'internal error; see the server log');
+      return;
+    }
+    let positions: number[] | null = null; // null: from the start of every shard, or latest
     const latest = frame.from === 'latest';
     if (frame.from !== undefined && !latest) {
-      const cursor = parseCursor(frame.from, engine.shard_count ?? 1);
+      const cursor = parseCursor(frame.from, shard_count);
       if (!cursor.ok) {
         fail('invalid_request', cursor.message, 'from');
         return;
       }
-      shard = cursor.shard;
-      position = cursor.position;
+      positions = cursor.positions;
     }
-    // The feed's head decides 'latest' and whether a cursor belongs to this engine at all. The slot
-    // is held meanwhile, so a burst of subscribes cannot pass the limit.
+    // The shards' heads decide 'latest' and whether a cursor belongs to this engine at all. The
+    // slot is held meanwhile, so a burst of subscribes cannot pass the limit.
     this.subscribing++;
-    engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null).finally(() => {
+    readHeads(engine, shard_count).finally(() => {
       this.subscribing--;
-    }).then((result) => {
+    }).then((heads) => {
       if (this.state !== 'open') return;
-      if (!('feed' in result)) {
-        fail('error' in result ? result.error : 'internal', 'error' in result ? result.message : 'the feed is not available');
+      if (!heads.ok) {
+        fail(heads.error, heads.message);
         return;
       }
-      const head = result.feed.head;
-      if (position > head) {
-        fail('invalid_request', `cursor is ahead of this engine's feed (${head} transfers committed): it comes from another data directory`, 'from');
-        return;
+      if (positions !== null) {
+        for (let shard = 0; shard < shard_count; shard++) {
+          const head = heads.heads[shard];
+          if (positions[shard] > head) {
+            fail(
+              'invalid_request',
+              `cursor is ahead of this engine's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}): it comes from another data directory`,
+              'from',
+            );
+            return;
+          }
+        }
       }
+      const start = positions ?? (latest ? heads.heads : new Array<number>(shard_count).fill(0));
       const subscription_id = this.next_subscription++;
-      const subscription = new Subscription(subscription_id, shard, latest ? head : position, ledgers.ledgers, {
+      const subscription = new Subscription(subscription_id, start, ledgers.ledgers, {
         engine,
         buffered: () => this.ws.bufferedAmount,
         push: (message) => this.send(message),
