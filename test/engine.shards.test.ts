@@ -226,6 +226,36 @@ t.test('two-phase transfers across shards: post, void, and expiry of both sides 
   await assertBooksBalance(t, engine, 'after restart');
 });
 
+t.test('concurrent cross-shard requests share groups, each answered for itself', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  const engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  const before = { ...engine.group_stats };
+  // 200 single-transfer requests at once, every one cross-shard, some failing, one chain left open.
+  const requests = Array.from({ length: 200 }, (_, k) => {
+    if (k === 100) return [transfer(1_000n + BigInt(k), A0, A1, 1n, { flags: TransferFlags.linked })];
+    if (k % 10 === 0) return [transfer(1_000n + BigInt(k), A0, idsOn(1, 2, 1, 30_000n)[0], 1n)];
+    return [transfer(1_000n + BigInt(k), k % 2 === 0 ? A0 : A1, k % 2 === 0 ? B1 : B0, 1n)];
+  });
+  const results = await Promise.all(requests.map((events) => createTransfers(engine, events)));
+  results.forEach((result, k) => {
+    const expected = k === 100 ? 'linked_event_chain_open' : k % 10 === 0 ? 'credit_account_not_found' : 'created';
+    if (result.names[0] !== expected) t.fail(`request ${k}: ${result.names[0]}, expected ${expected}`);
+  });
+  const groups = engine.group_stats.groups - before.groups;
+  const merged = engine.group_stats.requests - before.requests;
+  t.equal(merged, 200, 'every request went through a group');
+  t.ok(groups < 200, `they shared ${groups} groups`);
+  const b = await balances(engine, ALL);
+  t.equal(b.get(A0)!.debits_posted, 80n, 'each created transfer applied once');
+  t.equal(b.get(B0)!.credits_posted, 100n);
+  await assertBooksBalance(t, engine, 'after concurrent groups');
+});
+
 t.test('a data directory keeps its shard count', async (t) => {
   const { dir, cleanup } = tempDir('keel-shards-');
   t.teardown(cleanup);

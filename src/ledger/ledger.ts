@@ -133,6 +133,11 @@ export class Ledger {
   /** The maxima a seeded partial ledger starts from: objects held elsewhere still count. */
   private seeded_account_timestamp_max = 0n;
   private seeded_transfer_timestamp_max = 0n;
+  /**
+   * A seeded partial ledger runs one group and is dropped: it keeps only what execution reads
+   * (objects, timestamp order, history), not the query indexes.
+   */
+  private partial = false;
 
   /** Set for the duration of an `adopt` batch: see createTransfers. */
   private adopt_inputs = false;
@@ -790,6 +795,7 @@ export class Ledger {
       credits: [],
       history: (account.flags & AccountFlags.history) !== 0 ? [] : null,
     });
+    if (this.partial) return;
     if (account.user_data_64 !== 0n) pushIndexed(this.accounts_by_user_data_64, account.user_data_64, account);
     if (account.user_data_32 !== 0) pushIndexed(this.accounts_by_user_data_32, account.user_data_32, account);
     pushIndexed(this.accounts_by_ledger, account.ledger, account);
@@ -798,6 +804,11 @@ export class Ledger {
 
   private indexTransfer(transfer: Transfer, dr_balance: AccountBalance | null, cr_balance: AccountBalance | null): void {
     this.transfers_by_time.push(transfer);
+    if (this.partial) {
+      if (dr_balance !== null) this.history_log.push([transfer.debit_account_id, dr_balance]);
+      if (cr_balance !== null) this.history_log.push([transfer.credit_account_id, cr_balance]);
+      return;
+    }
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
     if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
     pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
@@ -1009,6 +1020,7 @@ export class Ledger {
   /** Fills an empty ledger with the union of the participants' read sets. */
   seed(read: SeedInput): void {
     assert(this.accounts.size === 0 && this.transfers.size === 0, 'seed into an empty ledger');
+    this.partial = true;
     const accounts = [...read.accounts].sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
     for (const account of accounts) {
       assert(!this.accounts.has(account.id), 'an account is read from one shard only');
@@ -1056,8 +1068,13 @@ export class Ledger {
   adoptFrom(scratch: Ledger, owns: (account_id: bigint) => boolean): void {
     assert(!this.scope_open && !scratch.scope_open, 'adopt outside a chain');
     for (const account of scratch.changed_accounts) {
-      if (!owns(account.id)) continue;
       const mine = this.accounts.get(account.id);
+      if (mine === account) {
+        // Seeded from this ledger's own object, which the group changed in place.
+        this.changed_accounts.add(mine);
+        continue;
+      }
+      if (!owns(account.id)) continue;
       if (mine === undefined) {
         assert(account.timestamp > this.last_timestamp || (account.flags & AccountFlags.imported) !== 0, 'adopted account is new');
         this.accounts.set(account.id, account);
@@ -1074,9 +1091,10 @@ export class Ledger {
       }
     }
     // Only transfers created by the group are indexed in the scratch ledger, in timestamp order.
+    // An account is this ledger's if it has it (accounts were adopted above).
     for (const transfer of scratch.transfers_by_time) {
-      const dr_index = owns(transfer.debit_account_id) ? this.account_index.get(transfer.debit_account_id) : undefined;
-      const cr_index = owns(transfer.credit_account_id) ? this.account_index.get(transfer.credit_account_id) : undefined;
+      const dr_index = this.account_index.get(transfer.debit_account_id);
+      const cr_index = this.account_index.get(transfer.credit_account_id);
       if (dr_index === undefined && cr_index === undefined) continue;
       assert(!this.transfers.has(transfer.id), 'adopted transfer is new');
       this.transfers.set(transfer.id, transfer);
@@ -1090,9 +1108,9 @@ export class Ledger {
       cr_index?.credits.push(transfer);
     }
     for (const entry of scratch.history_log) {
-      if (!owns(entry[0])) continue;
       const index = this.account_index.get(entry[0]);
-      assert(index !== undefined && index.history !== null, 'adopted history for a history account');
+      if (index === undefined) continue; // another shard's account
+      assert(index.history !== null, 'adopted history for a history account');
       index.history.push(entry[1]);
       this.history_log.push(entry);
     }
@@ -1102,7 +1120,7 @@ export class Ledger {
       const state = scratch.pending.get(id)!;
       const previous = this.pending.get(id);
       this.pending_live += livePending(state) - livePending(previous);
-      if (previous !== undefined && previous.status === PendingStatus.pending && state.status === PendingStatus.expired && owns(transfer.debit_account_id)) {
+      if (previous !== undefined && previous.status === PendingStatus.pending && state.status === PendingStatus.expired && this.accounts.has(transfer.debit_account_id)) {
         this.expired_total++;
       }
       this.pending.set(id, state);

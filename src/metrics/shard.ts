@@ -29,6 +29,8 @@ export class ShardMetrics {
   private readonly batch_events: Histogram<'op'>;
   private readonly events_total: Counter<'op' | 'status'>;
   private readonly checkpoint_seconds: Histogram;
+  private readonly group_wait_seconds: Histogram;
+  private readonly groups_total: Counter;
   private readonly account_tally = new Uint32Array(CREATE_ACCOUNT_STATUS_NAMES.length);
   private readonly transfer_tally = new Uint32Array(CREATE_TRANSFER_STATUS_NAMES.length);
 
@@ -59,6 +61,17 @@ export class ShardMetrics {
       name: 'keel_shard_checkpoint_seconds',
       help: 'Time to write a checkpoint (off the commit path).',
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30],
+      registers,
+    });
+    this.group_wait_seconds = new Histogram({
+      name: 'keel_shard_group_wait_seconds',
+      help: 'Time a shard stood at a cross-shard group barrier, from posting its read set to receiving every participant\'s.',
+      buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.groups_total = new Counter({
+      name: 'keel_shard_groups_total',
+      help: 'Cross-shard groups this shard took part in (each may carry several requests).',
       registers,
     });
     const gauge = (name: string, help: string, read: (s: ShardGaugeSource) => number | null): void => {
@@ -97,6 +110,12 @@ export class ShardMetrics {
       this.events_total.inc({ op, status: names[code] }, tally[code]);
       tally[code] = 0;
     }
+  }
+
+  /** One cross-shard group executed here, after standing `wait_seconds` at its barrier. */
+  observeGroup(wait_seconds: number): void {
+    this.groups_total.inc();
+    this.group_wait_seconds.observe(wait_seconds);
   }
 
   observeCheckpoint(seconds: number): void {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ShardHandle, type RecoveryInfo } from './handle.ts';
 import { ShardOp, type GroupEntryWire, type ShardResult } from './messages.ts';
 import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
-import { QueryFilterFlags } from '../ledger/types.ts';
+import { EVENTS_PER_REQUEST_MAX, QueryFilterFlags } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
 import { Sequencer } from './clock.ts';
@@ -55,6 +55,35 @@ interface GroupRun {
 
 type CreateResultValue = { status: number[]; timestamp: bigint[] };
 
+/** A request waiting to leave as (part of) a cross-shard group. */
+interface QueuedGroup {
+  kind: GroupKindValue;
+  count: number;
+  body: Uint8Array;
+  participants: number[];
+  resolve: (result: ShardResult) => void;
+}
+
+const LINKED_FLAG = 1 << 0;
+const IMPORTED_TRANSFER_FLAG = 1 << 8;
+const IMPORTED_ACCOUNT_FLAG = 1 << 4;
+
+/** A record's u16 flags: transfers at byte 70, accounts at byte 34. */
+function flagsAt(item: QueuedGroup, record_bytes: number, index: number): number {
+  const at = index * record_bytes + (record_bytes === TRANSFER_BYTES ? 70 : 34);
+  return item.body[at] | (item.body[at + 1] << 8);
+}
+
+function importedFlag(item: QueuedGroup, record_bytes: number): boolean {
+  const flag = record_bytes === TRANSFER_BYTES ? IMPORTED_TRANSFER_FLAG : IMPORTED_ACCOUNT_FLAG;
+  return item.count > 0 && (flagsAt(item, record_bytes, 0) & flag) !== 0;
+}
+
+/** A request whose last event is linked ends in linked_event_chain_open: it must run alone. */
+function opensChain(item: QueuedGroup, record_bytes: number): boolean {
+  return item.count === 0 || (flagsAt(item, record_bytes, item.count - 1) & LINKED_FLAG) !== 0;
+}
+
 const LAYOUT_FILE = 'keel.json';
 /** Group ids are logged as u64 but handled as JS numbers. */
 const GID_MAX = Number.MAX_SAFE_INTEGER;
@@ -73,7 +102,12 @@ export class Engine {
   private failure: string | null = null;
   private foreign_pulse_queued = false;
   /** Cross-shard groups run and rolled forward, for operators and tests. */
-  readonly group_stats = { groups: 0, events: 0, rolled_forward: 0 };
+  readonly group_stats = { groups: 0, requests: 0, events: 0, rolled_forward: 0 };
+  private readonly group_queue: QueuedGroup[] = [];
+  private group_queue_events = 0;
+  private group_flush_scheduled = false;
+  /** Groups dispatched whose participants have not all read yet (at most one: see runGroup). */
+  private groups_reading = 0;
 
   private constructor(options: EngineOptions, lock_path: string) {
     this.options = options;
@@ -190,8 +224,8 @@ export class Engine {
       const shard = parts === null ? 0 : parts[0][0];
       const handle = this.handles[shard];
       if (!handle.hasRoom(count)) return Promise.resolve(busy(shard));
-      const top = this.sequencer.reserve(count);
-      return handle.request((id) => [id, op, { count, body, runs: [[top, Math.max(count, 1)]] }], count, true).then((value) => {
+      const first = this.sequencer.reserve(count) - BigInt(Math.max(count, 1)) + 1n;
+      return handle.request((id) => [id, op, { count, body, first, offsets: null }], count, true).then((value) => {
         if ('status' in value && kind === GroupKind.transfers) this.notifyCommitted(shard);
         return value;
       });
@@ -199,22 +233,21 @@ export class Engine {
     // Every part must be queued, or none: a request is answered whole.
     for (const [shard, indexes] of parts) if (!this.handles[shard].hasRoom(indexes.length)) return Promise.resolve(busy(shard));
     // One range for the whole request, in request order: each part takes its events' timestamps.
-    const top = this.sequencer.reserve(count);
-    const base = top - BigInt(count) + 1n;
+    const first = this.sequencer.reserve(count) - BigInt(count) + 1n;
+    const aligned = body.byteOffset % 4 === 0 ? body : body.slice();
+    const words = new Uint32Array(aligned.buffer, aligned.byteOffset, (count * record_bytes) / 4);
+    const record_words = record_bytes / 4;
     const pending = parts.map(([shard, indexes]) => {
-      const part = new Uint8Array(indexes.length * record_bytes);
-      const runs: Array<[bigint, number]> = [];
-      indexes.forEach((index, k) => {
-        part.set(body.subarray(index * record_bytes, (index + 1) * record_bytes), k * record_bytes);
-        const last = runs[runs.length - 1];
-        if (last !== undefined && k > 0 && indexes[k - 1] === index - 1) {
-          last[0] += 1n;
-          last[1] += 1;
-        } else {
-          runs.push([base + BigInt(index), 1]);
-        }
-      });
-      return this.handles[shard].request((id) => [id, op, { count: indexes.length, body: part, runs }], indexes.length, true);
+      const part = new Uint32Array(indexes.length * record_words);
+      const offsets = new Uint32Array(indexes.length);
+      for (let k = 0; k < indexes.length; k++) {
+        const from = indexes[k] * record_words;
+        const to = k * record_words;
+        for (let w = 0; w < record_words; w++) part[to + w] = words[from + w];
+        offsets[k] = indexes[k];
+      }
+      const part_body = new Uint8Array(part.buffer);
+      return this.handles[shard].request((id) => [id, op, { count: indexes.length, body: part_body, first, offsets }], indexes.length, true);
     });
     return Promise.all(pending).then((results) => {
       const status: number[] = new Array(count);
@@ -246,37 +279,137 @@ export class Engine {
    * Runs a cross-shard group: queued on every participant in this same event turn (so every
    * shard orders it the same way against everything else), read at each participant's barrier,
    * executed by each over the union, acknowledged once every participant's entry is durable.
+   *
+   * Group commit for groups: while one group's participants are reading, new groups wait here
+   * and then leave as one merged group (as a shard merges small batches): one barrier for many
+   * requests. The wait is bounded by `queue_events_max` events, past which requests are `busy`.
    */
   private runGroup(kind: GroupKindValue, count: number, body: Uint8Array, participants: number[]): Promise<ShardResult> {
-    for (const shard of participants) {
-      if (!this.handles[shard].hasRoom(count)) {
-        return Promise.resolve({ error: 'busy', message: `shard ${shard} has too many events queued; retry later` });
+    if (this.group_queue_events + count > this.options.queue_events_max && this.group_queue.length > 0) {
+      return Promise.resolve({ error: 'busy', message: `${this.group_queue_events} cross-shard events are waiting; retry later` });
+    }
+    return new Promise((resolve) => {
+      this.group_queue.push({ kind, count, body, participants, resolve });
+      this.group_queue_events += count;
+      this.scheduleGroupFlush();
+    });
+  }
+
+  private scheduleGroupFlush(): void {
+    if (this.group_flush_scheduled || this.groups_reading > 0 || this.group_queue.length === 0) return;
+    this.group_flush_scheduled = true;
+    queueMicrotask(() => {
+      this.group_flush_scheduled = false;
+      if (this.groups_reading > 0) return;
+      const merged = this.takeMergeable();
+      if (merged.length > 0) this.dispatchGroup(merged);
+    });
+  }
+
+  /** The longest run at the head of the queue that can execute as one batch. */
+  private takeMergeable(): QueuedGroup[] {
+    const first = this.group_queue[0];
+    if (first === undefined) return [];
+    const run: QueuedGroup[] = [first];
+    let events = first.count;
+    if (first.kind !== GroupKind.pulse) {
+      const record_bytes = first.kind === GroupKind.accounts ? ACCOUNT_INPUT_BYTES : TRANSFER_BYTES;
+      const imported = importedFlag(first, record_bytes);
+      let open = opensChain(first, record_bytes);
+      for (let k = 1; k < this.group_queue.length && !open; k++) {
+        const next = this.group_queue[k];
+        if (next.kind !== first.kind || next.count === 0 || events + next.count > EVENTS_PER_REQUEST_MAX) break;
+        if (importedFlag(next, record_bytes) !== imported) break;
+        run.push(next);
+        events += next.count;
+        open = opensChain(next, record_bytes);
       }
     }
-    if (this.next_gid >= GID_MAX) return Promise.resolve({ error: 'internal', message: 'cross-shard group ids are exhausted' });
+    this.group_queue.splice(0, run.length);
+    this.group_queue_events -= events;
+    return run;
+  }
+
+  private dispatchGroup(run: QueuedGroup[]): void {
+    const kind = run[0].kind;
+    let count = 0;
+    const union = new Set<number>();
+    for (const item of run) {
+      count += item.count;
+      for (const shard of item.participants) union.add(shard);
+    }
+    const participants = [...union].sort((a, b) => a - b);
+    const answer = (result: ShardResult): void => {
+      if (!('status' in result)) {
+        for (const item of run) item.resolve(result);
+        return;
+      }
+      let at = 0;
+      for (const item of run) {
+        item.resolve({ status: result.status.slice(at, at + item.count), timestamp: result.timestamp.slice(at, at + item.count) });
+        at += item.count;
+      }
+    };
+    for (const shard of participants) {
+      if (!this.handles[shard].hasRoom(count)) {
+        answer({ error: 'busy', message: `shard ${shard} has too many events queued; retry later` });
+        this.scheduleGroupFlush();
+        return;
+      }
+    }
+    if (this.failure !== null) {
+      answer({ error: 'unavailable', message: this.failure });
+      return;
+    }
+    if (this.next_gid >= GID_MAX) {
+      answer({ error: 'internal', message: 'cross-shard group ids are exhausted' });
+      return;
+    }
+    let body: Uint8Array;
+    if (run.length === 1) {
+      body = run[0].body;
+    } else {
+      body = new Uint8Array(run.reduce((n, item) => n + item.body.byteLength, 0));
+      let offset = 0;
+      for (const item of run) {
+        body.set(item.body, offset);
+        offset += item.body.byteLength;
+      }
+    }
     const gid = this.next_gid++;
     const timestamp = this.sequencer.reserve(count);
     this.groups.set(gid, { gid, participants, count, read_sets: participants.map(() => null), arrived: 0 });
+    this.groups_reading++;
     this.group_stats.groups++;
     this.group_stats.events += count;
+    this.group_stats.requests += run.length;
     const results = participants.map((shard) =>
       this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp }], Math.max(count, 1), true),
     );
-    return Promise.all(results).then((values) => {
-      this.groups.delete(gid);
-      for (const value of values) if (!('status' in value)) return value;
+    void Promise.all(results).then((values) => {
+      if (this.groups.delete(gid)) {
+        // Answered without every participant reading (a shard failed): stop holding the queue.
+        this.groups_reading--;
+        this.scheduleGroupFlush();
+      }
+      for (const value of values) {
+        if (!('status' in value)) {
+          answer(value);
+          return;
+        }
+      }
       const first = values[0] as CreateResultValue;
       for (const value of values) {
-        const result = value as CreateResultValue;
-        if (!sameResult(first, result)) {
+        if (!sameResult(first, value as CreateResultValue)) {
           // The state machine is deterministic: participants that disagree mean a bug, and the
           // engine must stop before it acknowledges anything built on it.
           this.onShardFailed(-1, `cross-shard group ${gid}: participants computed different results`);
-          return { error: 'internal', message: `cross-shard group ${gid} diverged; the engine stopped` };
+          answer({ error: 'internal', message: `cross-shard group ${gid} diverged; the engine stopped` });
+          return;
         }
       }
       if (kind === GroupKind.transfers) for (const shard of participants) this.notifyCommitted(shard);
-      return first;
+      answer(first);
     });
   }
 
@@ -290,6 +423,9 @@ export class Engine {
     if (run.arrived < run.participants.length) return;
     const read_sets = run.read_sets as Uint8Array[];
     for (const participant of run.participants) this.handles[participant].groupExec(gid, read_sets);
+    this.groups.delete(gid);
+    this.groups_reading--;
+    this.scheduleGroupFlush();
   }
 
   /** A shard holds a due cross-shard pending transfer: an empty group on every shard expires it. */
@@ -310,6 +446,9 @@ export class Engine {
     // A shard that stopped may hold half of a cross-shard group: nothing more is acknowledged
     // anywhere until a restart recovers every shard together.
     this.failure = shard >= 0 ? `shard ${shard} stopped (${message}); restart the engine to recover` : message;
+    const waiting = this.group_queue.splice(0);
+    this.group_queue_events = 0;
+    for (const item of waiting) item.resolve({ error: 'unavailable', message: this.failure });
   }
 
   /** One page of shard `shard`'s change feed (see Shard.feedRead). */

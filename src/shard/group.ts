@@ -47,7 +47,7 @@ export interface ReadSetHeader {
  * due by `horizon` with its accounts (a group expires what is due before its first event, as any
  * batch does). Deterministic: the same state and input give the same bytes, which recovery checks.
  */
-export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): Uint8Array {
+export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): ReadSet {
   const accounts = new Map<bigint, Account>();
   const transfers = new Map<bigint, Transfer>();
   const pending = new Map<bigint, PendingState>();
@@ -140,7 +140,29 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
     w.setBigUint64(offset, timestamp, true);
     offset += 8;
   }
-  return out;
+  return {
+    bytes: out,
+    own: {
+      accounts: [...accounts.values()],
+      transfers: [...transfers.values()],
+      pending: [...pending],
+      transient: [...transient],
+      taken: [...taken],
+      last_timestamp: ledger.last_timestamp,
+      account_timestamp_max: ledger.account_timestamp_max,
+      transfer_timestamp_max: ledger.transfer_timestamp_max,
+    },
+  };
+}
+
+/**
+ * A participant's read set: the bytes it sends (and logs), and the same objects as it holds them,
+ * which it seeds its own execution with (copied) instead of decoding its own bytes again. Valid
+ * only while the shard stays stopped at the group.
+ */
+export interface ReadSet {
+  bytes: Uint8Array;
+  own: SeedInput;
 }
 
 export function readSetHeader(bytes: Uint8Array): ReadSetHeader {
@@ -149,8 +171,11 @@ export function readSetHeader(bytes: Uint8Array): ReadSetHeader {
   return { last_timestamp: view.getBigUint64(0, true), horizon: view.getBigUint64(24, true) };
 }
 
-/** The union of the participants' read sets, as a partial ledger's seed. */
-export function uniteReadSets(parts: readonly Uint8Array[]): SeedInput {
+/**
+ * The union of the participants' read sets, as a partial ledger's seed. With `own`, the part at
+ * index `own.index` is taken from those live objects (copied) rather than decoded.
+ */
+export function uniteReadSets(parts: readonly Uint8Array[], own?: { index: number; seed: SeedInput }): SeedInput {
   const seed: SeedInput = {
     accounts: [],
     transfers: [],
@@ -161,9 +186,26 @@ export function uniteReadSets(parts: readonly Uint8Array[]): SeedInput {
     account_timestamp_max: 0n,
     transfer_timestamp_max: 0n,
   };
-  for (const bytes of parts) {
+  const max = (a: bigint, b: bigint): bigint => (a > b ? a : b);
+  if (own !== undefined) {
+    // The participant's own objects go in as they are, not copied: the partial ledger mutates its
+    // accounts in place (so the real ledger sees the effects on them at once; a linked chain's
+    // rollback undoes them in place too), and replaces rather than mutates transfers and pending
+    // states. Anything that throws during execution stops the shard, as on the plain path.
+    const o = own.seed;
+    seed.last_timestamp = o.last_timestamp;
+    seed.account_timestamp_max = o.account_timestamp_max;
+    seed.transfer_timestamp_max = o.transfer_timestamp_max;
+    for (const a of o.accounts) seed.accounts.push(a);
+    for (const t of o.transfers) seed.transfers.push(t);
+    for (const entry of o.pending) seed.pending.push(entry);
+    seed.transient.push(...o.transient);
+    seed.taken.push(...o.taken);
+  }
+  for (let p = 0; p < parts.length; p++) {
+    if (own !== undefined && p === own.index) continue;
+    const bytes = parts[p];
     const view = viewOf(bytes);
-    const max = (a: bigint, b: bigint): bigint => (a > b ? a : b);
     seed.last_timestamp = max(seed.last_timestamp, view.getBigUint64(0, true));
     seed.account_timestamp_max = max(seed.account_timestamp_max, view.getBigUint64(8, true));
     seed.transfer_timestamp_max = max(seed.transfer_timestamp_max, view.getBigUint64(16, true));
@@ -197,9 +239,10 @@ export function executeGroup(
   body: Uint8Array,
   timestamp: bigint,
   read_sets: readonly Uint8Array[],
+  own?: { index: number; seed: SeedInput },
 ): { scratch: Ledger; result: CreateResult } {
   const scratch = new Ledger();
-  scratch.seed(uniteReadSets(read_sets));
+  scratch.seed(uniteReadSets(read_sets, own));
   let result: CreateResult;
   if (kind === GroupKind.transfers) {
     result = scratch.createTransfers(decodeTransferBatch(body, count), timestamp, { adopt: true });

@@ -42,8 +42,38 @@ export type ShardRequest =
 export interface CreateRequest {
   count: number;
   body: Uint8Array;
-  /** The events' timestamps from the engine's sequencer (see TimestampRuns in the ledger). */
-  runs: Array<[bigint, number]>;
+  /**
+   * The events' timestamps from the engine's sequencer: event k gets `first + offsets[k]`, or
+   * `first + k` when `offsets` is null (a whole request; a split part's events keep their places
+   * in the request's range).
+   */
+  first: bigint;
+  offsets: Uint32Array | null;
+}
+
+/** msgpack carries a Uint32Array as its bytes: view them as u32 again (copied if unaligned). */
+function asU32(value: Uint32Array | Uint8Array): Uint32Array {
+  if (value instanceof Uint32Array) return value;
+  if (value.byteLength % 4 !== 0) throw new RangeError('timestamp offsets are not whole u32s');
+  const bytes = value.byteOffset % 4 === 0 ? value : value.slice();
+  return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+}
+
+/** The timestamp runs ([last, count] in event order) of a create request. */
+export function runsOf(request: CreateRequest): Array<[bigint, number]> {
+  const n = Math.max(request.count, 1);
+  if (request.offsets === null) return [[request.first + BigInt(n - 1), n]];
+  const offsets = asU32(request.offsets);
+  if (offsets.length !== request.count) throw new RangeError(`${offsets.length} timestamp offsets for ${request.count} events`);
+  const runs: Array<[bigint, number]> = [];
+  let start = 0;
+  for (let k = 1; k <= request.count; k++) {
+    if (k === request.count || offsets[k] !== offsets[k - 1] + 1) {
+      runs.push([request.first + BigInt(offsets[k - 1]), k - start]);
+      start = k;
+    }
+  }
+  return runs;
 }
 
 export interface GroupRequest {

@@ -34,6 +34,7 @@ import {
   readSetHeader,
   type GroupEntry,
   type GroupKindValue,
+  type ReadSet,
 } from './group.ts';
 
 export type Clock = () => bigint;
@@ -105,6 +106,8 @@ export class Shard {
   last_gid = 0;
   /** Stopped at a group's barrier: nothing may change state until the group executes. */
   private paused = false;
+  /** What this shard read at the current group's barrier (its own objects, for its execution). */
+  private barrier_read: { own: ReadSet['own']; size: number } | null = null;
   private due_signalled = { local: false, foreign: false };
   /** Accounts this shard owns, by id. */
   readonly owns: (account_id: bigint) => boolean;
@@ -341,7 +344,9 @@ export class Shard {
     this.assertServing();
     assert(horizon > this.ledger.last_timestamp, 'a group comes after everything before it');
     this.paused = true;
-    return buildReadSet(this.ledger, kind, count, body, horizon);
+    const read = buildReadSet(this.ledger, kind, count, body, horizon);
+    this.barrier_read = { own: read.own, size: read.bytes.byteLength };
+    return read.bytes;
   }
 
   /**
@@ -352,9 +357,15 @@ export class Shard {
     this.assertServing();
     assert(this.paused, 'a group applies only at its barrier');
     assert(entry.gid > this.last_gid, 'groups apply in id order');
+    const read = this.barrier_read;
+    assert(read !== null, 'a group applies after this shard read');
+    const mine = entry.participants.indexOf(this.index);
+    // (This shard's own bytes were handed over to the main thread; the entry carries their copy.)
+    assert(mine >= 0 && entry.read_sets[mine].byteLength === read.size, 'the group carries what this shard read');
     this.paused = false;
+    this.barrier_read = null;
     try {
-      const result = this.applyGroupEffects(entry, timestamp);
+      const result = this.applyGroupEffects(entry, timestamp, { index: mine, seed: read.own });
       return this.commit(LogOp.group, timestamp, entry.count, encodeGroupEntry(entry), 2 * entry.count, result, entry.gid);
     } catch (error) {
       this.fail(error);
@@ -365,6 +376,7 @@ export class Shard {
   /** Leaves a barrier without applying (the group was abandoned before any participant applied it). */
   groupRelease(): void {
     this.paused = false;
+    this.barrier_read = null;
     this.schedulePulse();
   }
 
@@ -396,19 +408,19 @@ export class Shard {
     if (mine < 0) throw new CorruptLogError(position, `group ${entry.gid} does not name shard ${this.index} among its participants`);
     // This shard's state must be exactly what it read when the group first ran.
     const logged = entry.read_sets[mine];
-    const again = buildReadSet(this.ledger, entry.kind, entry.count, entry.body, readSetHeader(logged).horizon);
+    const again = buildReadSet(this.ledger, entry.kind, entry.count, entry.body, readSetHeader(logged).horizon).bytes;
     if (Buffer.compare(Buffer.from(again.buffer, again.byteOffset, again.byteLength), Buffer.from(logged.buffer, logged.byteOffset, logged.byteLength)) !== 0) {
       throw new CorruptLogError(position, `group ${entry.gid}: this shard's state differs from what it read when the group ran`);
     }
     return this.applyGroupEffects(entry, timestamp);
   }
 
-  private applyGroupEffects(entry: GroupEntry, timestamp: bigint): CreateResult {
+  private applyGroupEffects(entry: GroupEntry, timestamp: bigint, own?: { index: number; seed: import('../ledger/ledger.ts').SeedInput }): CreateResult {
     assert(entry.gid > this.last_gid, 'groups apply in id order');
     for (const part of entry.read_sets) {
       assert(firstEventTimestamp(timestamp, entry.count) <= readSetHeader(part).horizon, 'every participant read what is due by the group');
     }
-    const { scratch, result } = executeGroup(entry.kind, entry.count, entry.body, timestamp, entry.read_sets);
+    const { scratch, result } = executeGroup(entry.kind, entry.count, entry.body, timestamp, entry.read_sets, own);
     this.ledger.adoptFrom(scratch, this.owns);
     this.last_gid = entry.gid;
     return result;

@@ -23,6 +23,7 @@ import {
   type GroupRequest,
   type GroupEntryWire,
   type CreateRequest,
+  runsOf,
 } from './messages.ts';
 
 const port = parentPort;
@@ -99,7 +100,7 @@ function handle(request: ShardRequest): void {
       case ShardOp.create_transfers: {
         const accounts = op === ShardOp.create_accounts;
         const started = performance.now();
-        shard.createEncoded(accounts ? LogOp.create_accounts : LogOp.create_transfers, payload.count, payload.body, payload.runs).then(
+        shard.createEncoded(accounts ? LogOp.create_accounts : LogOp.create_transfers, payload.count, payload.body, runsOf(payload)).then(
           (result) => {
             metrics.observeBatch(accounts ? 'create_accounts' : 'create_transfers', result.status, (performance.now() - started) / 1000);
             reply(id, result);
@@ -184,7 +185,7 @@ function handleRun(run: CreateTransfers[]): void {
     for (const request of run) {
       body.set(request[2].body, offset);
       offset += request[2].body.byteLength;
-      for (const stamp of request[2].runs) {
+      for (const stamp of runsOf(request[2])) {
         // Adjacent ranges (requests reserved back to back) join into one run.
         const last = runs[runs.length - 1];
         if (last !== undefined && last[0] + BigInt(stamp[1]) === stamp[0]) last[0] = stamp[0], (last[1] += stamp[1]);
@@ -214,7 +215,7 @@ function handleRun(run: CreateTransfers[]): void {
 
 // A cross-shard group stops the shard: from the group's read until its execution nothing else
 // may run here, so requests arriving meanwhile wait in `backlog`, in order.
-let barrier: { id: number; request: GroupRequest } | null = null;
+let barrier: { id: number; request: GroupRequest; read_at: number } | null = null;
 let backlog: ShardRequest[] = [];
 
 function startGroup(id: number, request: GroupRequest): void {
@@ -227,7 +228,7 @@ function startGroup(id: number, request: GroupRequest): void {
     reply(id, failure(error));
     return;
   }
-  barrier = { id, request };
+  barrier = { id, request, read_at: performance.now() };
   post({ type: 'group_read', gid: request.gid, read_set }, [read_set.buffer as ArrayBuffer]);
 }
 
@@ -238,6 +239,7 @@ function execGroup(gid: number, read_sets: Uint8Array[]): void {
   const { id, request } = current;
   const timestamp = request.timestamp;
   const started = performance.now();
+  metrics.observeGroup((started - current.read_at) / 1000);
   try {
     shard
       .groupApply({ gid, kind: request.kind, participants: request.participants, count: request.count, body: request.body, read_sets }, timestamp)
