@@ -5,6 +5,7 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { open } from 'lmdb';
@@ -277,6 +278,19 @@ function runChild(dir: string, accounts: AccountInput[], transfers: TransferInpu
   });
 }
 
+/** Runs the child in `kill` mode: the batches go out at once and the child dies `delay_ms` later. */
+function killChild(dir: string, accounts: AccountInput[], batches: TransferInput[][], delay_ms: number, env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const json = JSON.stringify({ accounts, transfers: [], batches }, (_, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
+  const input = join(dir, 'input.json');
+  writeFileSync(input, json);
+  const child = spawn(process.execPath, ['--import=tsx', join(ROOT, 'test/support/shards-child.ts'), join(dir, 'data'), `@${input}`, 'kill', String(delay_ms)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...env },
+  });
+  return new Promise((resolve) => child.on('exit', () => resolve()));
+}
+
 /** Removes a shard's last log entry (a group) as if its fsync had never completed. */
 async function dropLastGroupEntry(shard_dir: string): Promise<void> {
   const env = open({ path: join(shard_dir, 'log'), maxDbs: 4 });
@@ -335,4 +349,58 @@ t.test('recovery redoes a cross-shard group on the shards that did not log it', 
   await assertBooksBalance(t, engine, 'after a group no shard logged');
   await engine.close();
   cleanup();
+});
+
+t.test('kill -9 while a group and the batches before it are in flight: recovery always succeeds, the group is whole or absent', async (t) => {
+  // Shard 1 gets a large batch of its own, then a cross-shard group reads it before that batch is
+  // durable. A participant must not hand its read over before then: otherwise shard 0 could log
+  // the group while shard 1 loses the batch the group's read depended on, and recovery could not
+  // redo the group there.
+  const [D1, E1] = idsOn(1, 2, 2, 40_000n);
+  const accounts = [...ALL, D1, E1].map((id) => account(id));
+  const outcomes: number[] = [];
+  for (let round = 0; round < 10; round++) {
+    const { dir, cleanup } = tempDir('keel-shards-kill-');
+    const local: TransferInput[] = Array.from({ length: 4_000 }, (_, k) => transfer(10_000n + BigInt(k), k % 2 === 0 ? D1 : E1, k % 2 === 0 ? E1 : D1, 1n));
+    const group: TransferInput[] = [transfer(900n, A0, D1, 50n), transfer(901n, E1, B0, 20n)];
+    // Shard 1's writes reach the disk 150 ms late (a slow disk): kills land before its batch is
+    // durable, between the group being logged on shard 0 and on shard 1, and after.
+    await killChild(dir, accounts, [local, group, [transfer(902n, C1, C0, 3n)]], 60 + round * 40, { KEEL_FAULT_LOG_WRITE_DELAY: '1:150' });
+    const engine = await start(join(dir, 'data'));
+    const b = await balances(engine, [A0, D1, E1, B0, C1, C0]);
+    const group_here = (await engine.lookupTransfers([900n, 901n])) as { transfers: Transfer[] };
+    const applied = group_here.transfers.length;
+    outcomes.push(applied);
+    t.ok(applied === 0 || applied === 2, `round ${round}: the group is whole or absent (${applied} of 2)`);
+    t.equal(b.get(A0)!.debits_posted, applied === 2 ? 50n : 0n, `round ${round}: shard 0 side`);
+    t.equal(b.get(B0)!.credits_posted, applied === 2 ? 20n : 0n, `round ${round}: shard 0 side`);
+    await assertBooksBalance(t, engine, `round ${round}`);
+    await engine.close();
+    cleanup();
+  }
+  t.comment(`group transfers present after each kill: ${outcomes.join(' ')}`);
+});
+
+t.test('a cross-shard pending transfer that fell due while the engine was down expires on both shards after restart', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  let engine = await start(dir);
+  t.teardown(async () => {
+    await engine.close();
+    cleanup();
+  });
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  t.same((await createTransfers(engine, [pending(60n, A0, A1, 7n, { timeout: 1 }), pending(61n, B0, C0, 5n, { timeout: 1 })])).names, ['created', 'created']);
+  await engine.close();
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  engine = await start(dir);
+  const deadline = Date.now() + 10_000;
+  let b = await balances(engine, ALL);
+  while ((b.get(A0)!.debits_pending !== 0n || b.get(B0)!.debits_pending !== 0n) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    b = await balances(engine, ALL);
+  }
+  t.same([b.get(A0)!.debits_pending, b.get(A1)!.credits_pending, b.get(B0)!.debits_pending, b.get(C0)!.credits_pending], [0n, 0n, 0n, 0n], 'expired on every side');
+  t.same((await createTransfers(engine, [transfer(62n, A0, B0, 1n), transfer(63n, A0, A1, 1n)])).names, ['created', 'created'], 'and the shards serve');
+  t.same((await createTransfers(engine, [post(64n, 60n), post(65n, 61n)])).names, ['pending_transfer_expired', 'pending_transfer_expired']);
+  await assertBooksBalance(t, engine, 'after expiry across a restart');
 });

@@ -64,3 +64,18 @@ t.test('a shard whose log write failed stops serving', async (t) => {
   // shard refuses to start rather than guess (the operator truncates the log after the gap).
   t.throws(() => Shard.open({ dir, pulse: false }), { code: 'log_corrupt', position: 2 });
 });
+
+t.test('a shard tells its owner once when it stops serving', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-logfail-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const failures: string[] = [];
+  const shard = Shard.open({ dir, pulse: false, on_failed: (error) => failures.push(error.message) });
+  await shard.createAccounts([account(1n), account(2n)]);
+  t.same(failures, [], 'not while it serves');
+  failNthPut((shard as unknown as { log: LogStore }).log, 1);
+  await Promise.allSettled([shard.createTransfers([transfer(10n, 1n, 2n, 5n)]), shard.createTransfers([transfer(11n, 1n, 2n, 5n)])]);
+  t.equal(failures.length, 1, 'once, however many batches failed');
+  t.match(failures[0], /ENOSPC/, 'with the cause');
+  await t.rejects(shard.whenDurable(), { code: 'unavailable' }, 'a group barrier waiting on its log hears it too');
+  await shard.close();
+});

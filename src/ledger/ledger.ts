@@ -261,17 +261,20 @@ export class Ledger {
     }
   }
 
-  /** Ids of live pending transfers (local or foreign) due at or before `horizon`, ascending. */
-  duePending(horizon: bigint): bigint[] {
-    const out: bigint[] = [];
+  /**
+   * Ids of live pending transfers (local or foreign) due at or before `horizon`: the `limit`
+   * earliest, by deadline then id (deterministic, whatever the heaps' shapes).
+   */
+  duePending(horizon: bigint, limit: number): bigint[] {
+    const due = new Map<bigint, bigint>();
     for (const queue of [this.expiry, this.foreign_expiry]) {
       queue.collectUpTo(horizon, (entry) => {
         const state = this.pending.get(entry.id);
-        if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === entry.expires_at) out.push(entry.id);
+        if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === entry.expires_at) due.set(entry.id, entry.expires_at);
       });
     }
-    out.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    return out;
+    const ordered = [...due].sort((a, b) => (a[1] !== b[1] ? (a[1] < b[1] ? -1 : 1) : a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    return ordered.slice(0, limit).map(([id]) => id);
   }
 
   /** Whether any account or transfer here has this timestamp. */

@@ -96,6 +96,8 @@ export class Engine {
   private readonly lock_path: string;
   private readonly sequencer = new Sequencer(0n);
   private readonly pulses_in_flight = new Set<number>();
+  private started = false;
+  private readonly early_due: Array<[number, 'local' | 'foreign']> = [];
   private readonly committed_listeners = new Set<(shard: number) => void>();
   private readonly groups = new Map<number, GroupRun>();
   private next_gid = 1;
@@ -133,7 +135,7 @@ export class Engine {
             shard_count: options.shards,
             queue_events_max: options.queue_events_max,
             on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
-            on_due: (shard, kind) => (kind === 'local' ? engine.runPulse(shard) : engine.runForeignPulse()),
+            on_due: (shard, kind) => engine.onDue(shard, kind),
             on_failed: (shard, message) => engine.onShardFailed(shard, message),
           }).then((value) => {
             engine.handles[index] = value.handle;
@@ -148,6 +150,11 @@ export class Engine {
         engine.sequencer.observe(value.last_timestamp);
       }
       await engine.rollForward(last_gids);
+      engine.started = true;
+      // Pulses asked for while shards recovered run now, after roll-forward and with the sequencer
+      // above every shard's timestamps.
+      for (const [shard, kind] of engine.early_due) engine.onDue(shard, kind);
+      engine.early_due.length = 0;
     } catch (error) {
       await Promise.all(engine.handles.filter((handle) => handle !== undefined).map((handle) => handle.close()));
       rmSync(lock_path, { force: true });
@@ -264,6 +271,15 @@ export class Engine {
       }
       return { status, timestamp };
     });
+  }
+
+  private onDue(shard: number, kind: 'local' | 'foreign'): void {
+    if (!this.started) {
+      this.early_due.push([shard, kind]);
+      return;
+    }
+    if (kind === 'local') this.runPulse(shard);
+    else this.runForeignPulse();
   }
 
   /** The sequencer times every change: a shard with a due pending transfer gets a pulse from here. */
@@ -434,7 +450,7 @@ export class Engine {
     this.foreign_pulse_queued = true;
     setImmediate(() => {
       this.foreign_pulse_queued = false;
-      const all = this.handles.map((_, shard) => shard);
+      const all = Array.from({ length: this.options.shards }, (_, shard) => shard);
       void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all).then((result) => {
         if ('error' in result && result.error === 'busy') setTimeout(() => this.runForeignPulse(), 50).unref();
       });
@@ -449,6 +465,9 @@ export class Engine {
     const waiting = this.group_queue.splice(0);
     this.group_queue_events = 0;
     for (const item of waiting) item.resolve({ error: 'unavailable', message: this.failure });
+    // Groups still waiting for reads will never execute: their participants leave the barrier
+    // (or skip the group) unapplied, and answer `unavailable`; a dead shard's handle answers too.
+    for (const run of this.groups.values()) for (const participant of run.participants) this.handles[participant]?.groupAbort(run.gid);
   }
 
   /** One page of shard `shard`'s change feed (see Shard.feedRead). */

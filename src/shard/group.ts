@@ -39,6 +39,8 @@ const PENDING_ROW_BYTES = 8 + PENDING_BYTES;
 export interface ReadSetHeader {
   last_timestamp: bigint;
   horizon: bigint;
+  /** The cap on due pending transfers this read applied (recovery reads again with it). */
+  due_max: number;
 }
 
 /**
@@ -47,7 +49,7 @@ export interface ReadSetHeader {
  * due by `horizon` with its accounts (a group expires what is due before its first event, as any
  * batch does). Deterministic: the same state and input give the same bytes, which recovery checks.
  */
-export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): ReadSet {
+export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint, due_max: number): ReadSet {
   const accounts = new Map<bigint, Account>();
   const transfers = new Map<bigint, Transfer>();
   const pending = new Map<bigint, PendingState>();
@@ -99,7 +101,9 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
       if ((view.getUint16(at + 34, true) & AccountFlags.imported) !== 0) imported(view.getBigUint64(at + 16, true));
     }
   }
-  for (const id of ledger.duePending(horizon)) transfer(id, true);
+  // Earliest deadlines first, at most due_max of them: a long outage can leave more due than one
+  // entry should carry, and later pulses take the rest.
+  for (const id of ledger.duePending(horizon, due_max)) transfer(id, true);
 
   const size =
     READ_HEADER_BYTES +
@@ -118,6 +122,7 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
   w.setUint32(40, pending.size, true);
   w.setUint32(44, transient.size, true);
   w.setUint32(48, taken.size, true);
+  w.setUint32(52, due_max, true);
   let offset = READ_HEADER_BYTES;
   for (const a of accounts.values()) {
     writeAccount(w, offset, a);
@@ -168,7 +173,7 @@ export interface ReadSet {
 export function readSetHeader(bytes: Uint8Array): ReadSetHeader {
   if (bytes.byteLength < READ_HEADER_BYTES) throw new Error(`read set of ${bytes.byteLength} bytes is truncated`);
   const view = viewOf(bytes);
-  return { last_timestamp: view.getBigUint64(0, true), horizon: view.getBigUint64(24, true) };
+  return { last_timestamp: view.getBigUint64(0, true), horizon: view.getBigUint64(24, true), due_max: view.getUint32(52, true) };
 }
 
 /**

@@ -212,6 +212,12 @@ export class ShardHandle {
     this.worker.postMessage(message);
   }
 
+  groupAbort(gid: number): void {
+    if (this.failure !== null) return;
+    const message: ToWorker = { type: 'group_abort', gid };
+    this.worker.postMessage(message);
+  }
+
   /** This shard's logged groups after `after` (recovery). */
   groupEntriesAfter(after: number): Promise<GroupEntryWire[]> {
     return this.control({ type: 'group_entries', request: 0, after }).then((message) => {

@@ -106,6 +106,8 @@ export type ToWorker =
   | { type: 'close' }
   /** Every participant has read: execute the group over these read sets. */
   | { type: 'group_exec'; gid: number; read_sets: Uint8Array[] }
+  /** A participant failed before every read arrived: leave (or skip) the group, unapplied. */
+  | { type: 'group_abort'; gid: number }
   | { type: 'group_entries'; request: number; after: number }
   | { type: 'roll_forward'; request: number; entries: GroupEntryWire[] };
 

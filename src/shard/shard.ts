@@ -66,6 +66,12 @@ export interface ShardOptions {
    * pulsing on its own clock.
    */
   on_due?: (kind: 'local' | 'foreign') => void;
+  /** Called once when the shard stops serving (its storage failed, or an invariant broke). */
+  on_failed?: (error: Error) => void;
+  /** At most this many due pending transfers in one group's read set (the rest: later pulses). */
+  group_due_max?: number;
+  /** Fault injection for tests (LogStoreOptions.write_delay_ms). */
+  log_write_delay_ms?: number;
 }
 
 export interface FeedPage {
@@ -102,6 +108,8 @@ export class Shard {
   readonly index: number;
   readonly shard_count: number;
   private readonly on_due: ((kind: 'local' | 'foreign') => void) | undefined;
+  private readonly on_failed: ((error: Error) => void) | undefined;
+  private readonly group_due_max: number;
   /** The last cross-shard group applied here (groups apply in id order). */
   last_gid = 0;
   /** Stopped at a group's barrier: nothing may change state until the group executes. */
@@ -140,6 +148,8 @@ export class Shard {
     this.shard_count = options.shard_count ?? 1;
     if (!Number.isInteger(this.index) || this.index < 0 || this.index >= this.shard_count) throw new RangeError('shard index out of range');
     this.on_due = options.on_due;
+    this.on_failed = options.on_failed;
+    this.group_due_max = options.group_due_max ?? GROUP_DUE_MAX;
     const index = this.index;
     const shard_count = this.shard_count;
     this.owns = shard_count === 1 ? () => true : (account_id) => shardOfAccount(account_id, shard_count) === index;
@@ -151,7 +161,7 @@ export class Shard {
   /** Opens a shard's storage and recovers its state: the last checkpoint plus the log tail. */
   static open(options: ShardOptions): Shard {
     mkdirSync(options.dir, { recursive: true });
-    const log = LogStore.open({ path: join(options.dir, 'log') });
+    const log = LogStore.open({ path: join(options.dir, 'log'), write_delay_ms: options.log_write_delay_ms });
     const checkpoints = CheckpointStore.open(join(options.dir, 'state'));
     return new Shard(options, log, checkpoints);
   }
@@ -342,11 +352,29 @@ export class Shard {
    */
   groupRead(kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): Uint8Array {
     this.assertServing();
+    assert(!this.paused, 'one group at a time');
     assert(horizon > this.ledger.last_timestamp, 'a group comes after everything before it');
+    const read = buildReadSet(this.ledger, kind, count, body, horizon, this.group_due_max);
     this.paused = true;
-    const read = buildReadSet(this.ledger, kind, count, body, horizon);
     this.barrier_read = { own: read.own, size: read.bytes.byteLength };
     return read.bytes;
+  }
+
+  /**
+   * Resolves once everything this shard applied is durable. A participant hands its read set over
+   * only then: otherwise another participant could log the group (which carries this read) while
+   * the entries the read depended on are still lost in a crash here, and the group could never be
+   * redone on this shard.
+   */
+  whenDurable(): Promise<void> {
+    return this.last_append.then(
+      () => {
+        if (this.failure !== null) throw new ShardClosedError(`storage failed: ${this.failure.message}`);
+      },
+      () => {
+        throw new ShardClosedError(`storage failed: ${this.failure?.message ?? 'log append failed'}`);
+      },
+    );
   }
 
   /**
@@ -355,16 +383,15 @@ export class Shard {
    */
   groupApply(entry: GroupEntry, timestamp: bigint): Promise<CreateResult> {
     this.assertServing();
-    assert(this.paused, 'a group applies only at its barrier');
-    assert(entry.gid > this.last_gid, 'groups apply in id order');
     const read = this.barrier_read;
-    assert(read !== null, 'a group applies after this shard read');
-    const mine = entry.participants.indexOf(this.index);
-    // (This shard's own bytes were handed over to the main thread; the entry carries their copy.)
-    assert(mine >= 0 && entry.read_sets[mine].byteLength === read.size, 'the group carries what this shard read');
     this.paused = false;
     this.barrier_read = null;
     try {
+      assert(read !== null, 'a group applies only at its barrier, after this shard read');
+      assert(entry.gid > this.last_gid, 'groups apply in id order');
+      const mine = entry.participants.indexOf(this.index);
+      // (This shard's own bytes were handed over to the main thread; the entry carries their copy.)
+      assert(mine >= 0 && entry.read_sets[mine].byteLength === read.size, 'the group carries what this shard read');
       const result = this.applyGroupEffects(entry, timestamp, { index: mine, seed: read.own });
       return this.commit(LogOp.group, timestamp, entry.count, encodeGroupEntry(entry), 2 * entry.count, result, entry.gid);
     } catch (error) {
@@ -390,7 +417,7 @@ export class Shard {
     const entry = decodeGroupEntry(body);
     assert(entry.gid > this.last_gid, 'roll forward only groups this shard lacks');
     try {
-      const result = this.redoGroup(entry, timestamp, 0);
+      const result = this.redoGroup(entry, timestamp, this.log.head.position + 1);
       return this.commit(LogOp.group, timestamp, entry.count, body, 2 * entry.count, result, entry.gid);
     } catch (error) {
       this.fail(error);
@@ -408,7 +435,7 @@ export class Shard {
     if (mine < 0) throw new CorruptLogError(position, `group ${entry.gid} does not name shard ${this.index} among its participants`);
     // This shard's state must be exactly what it read when the group first ran.
     const logged = entry.read_sets[mine];
-    const again = buildReadSet(this.ledger, entry.kind, entry.count, entry.body, readSetHeader(logged).horizon).bytes;
+    const again = buildReadSet(this.ledger, entry.kind, entry.count, entry.body, readSetHeader(logged).horizon, readSetHeader(logged).due_max).bytes;
     if (Buffer.compare(Buffer.from(again.buffer, again.byteOffset, again.byteLength), Buffer.from(logged.buffer, logged.byteOffset, logged.byteLength)) !== 0) {
       throw new CorruptLogError(position, `group ${entry.gid}: this shard's state differs from what it read when the group ran`);
     }
@@ -612,8 +639,13 @@ export class Shard {
   private fail(error: unknown): void {
     if (this.failure !== null) return;
     this.failure = error instanceof Error ? error : new Error(String(error));
+    // A cross-shard group may hang on this shard: the engine must know at once.
+    this.on_failed?.(this.failure);
   }
 }
+
+/** Due pending transfers one group reads at most; a pulse group per this many. */
+const GROUP_DUE_MAX = 8_190;
 
 function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(`shard invariant violated: ${message}`);

@@ -56,6 +56,8 @@ try {
     shard_count: data.shard_count,
     on_checkpoint: (seconds) => metrics.observeCheckpoint(seconds),
     on_due: (kind) => post({ type: 'due', kind }),
+    log_write_delay_ms: faultDelay(process.env.KEEL_FAULT_LOG_WRITE_DELAY, data.index),
+    on_failed: (error) => post({ type: 'failed', message: `shard ${data.index} stopped serving: ${error.message}` }),
   });
   const filter = new IdFilter();
   for (const id of shard.ledger.transfers.keys()) filter.addId(id);
@@ -64,6 +66,16 @@ try {
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
+}
+
+/**
+ * Fault injection for tests only: KEEL_FAULT_LOG_WRITE_DELAY="<shard>:<ms>" makes that shard's
+ * log writes reach the disk <ms> late (a slow disk), so a test can kill the engine in that window.
+ */
+function faultDelay(spec: string | undefined, index: number): number {
+  if (spec === undefined) return 0;
+  const match = /^(\d+):(\d+)$/.exec(spec);
+  return match !== null && Number(match[1]) === index ? Number(match[2]) : 0;
 }
 
 // Replies are gathered per event turn and sent in one message.
@@ -217,8 +229,14 @@ function handleRun(run: CreateTransfers[]): void {
 // may run here, so requests arriving meanwhile wait in `backlog`, in order.
 let barrier: { id: number; request: GroupRequest; read_at: number } | null = null;
 let backlog: ShardRequest[] = [];
+/** Groups the engine gave up on (a participant failed) that may still be ahead in the backlog. */
+const aborted = new Set<number>();
 
 function startGroup(id: number, request: GroupRequest): void {
+  if (aborted.delete(request.gid)) {
+    reply(id, { error: 'unavailable', message: `cross-shard group ${request.gid} was abandoned: a participant stopped` });
+    return;
+  }
   let read_set: Uint8Array;
   try {
     read_set = shard.groupRead(request.kind, request.count, request.body, firstEventTimestamp(request.timestamp, request.count));
@@ -229,7 +247,32 @@ function startGroup(id: number, request: GroupRequest): void {
     return;
   }
   barrier = { id, request, read_at: performance.now() };
-  post({ type: 'group_read', gid: request.gid, read_set }, [read_set.buffer as ArrayBuffer]);
+  // Hand the read over only once everything it reflects is durable here (see Shard.whenDurable).
+  shard.whenDurable().then(
+    () => {
+      if (barrier === null || barrier.request.gid !== request.gid) return;
+      post({ type: 'group_read', gid: request.gid, read_set }, [read_set.buffer as ArrayBuffer]);
+    },
+    (error: unknown) => {
+      if (barrier === null || barrier.request.gid !== request.gid) return;
+      barrier = null;
+      reply(id, failure(error));
+    },
+  );
+}
+
+function abortGroup(gid: number): void {
+  if (barrier !== null && barrier.request.gid === gid) {
+    const { id } = barrier;
+    barrier = null;
+    shard.groupRelease();
+    reply(id, { error: 'unavailable', message: `cross-shard group ${gid} was abandoned: a participant stopped` });
+    const waiting = backlog;
+    backlog = [];
+    handleAll(waiting);
+    return;
+  }
+  aborted.add(gid);
 }
 
 function execGroup(gid: number, read_sets: Uint8Array[]): void {
@@ -315,6 +358,8 @@ port.on('message', (message: ToWorker) => {
     else handleAll(requests);
   } else if (message.type === 'group_exec') {
     execGroup(message.gid, message.read_sets);
+  } else if (message.type === 'group_abort') {
+    abortGroup(message.gid);
   } else if (message.type === 'group_entries') {
     try {
       post({ type: 'group_entries', request: message.request, entries: shard.groupEntriesAfter(message.after) });

@@ -64,6 +64,11 @@ export class CorruptLogError extends Error {
 export interface LogStoreOptions {
   /** Directory of the LMDB environment that holds only the log (its own write lock). */
   path: string;
+  /**
+   * Fault injection for tests: hold every write this long before handing it to LMDB, as a slow
+   * disk would (entries stay in order). 0 in production.
+   */
+  write_delay_ms?: number;
 }
 
 export class LogStore {
@@ -75,6 +80,7 @@ export class LogStore {
   private durable_position_: number;
   private failure: Error | null = null;
   private last_append: Promise<unknown> = Promise.resolve();
+  private write_delay_ms = 0;
 
   private constructor(env: RootDatabase, entries: Database<Buffer, number>, groups: Database<number, number>) {
     this.env = env;
@@ -92,7 +98,9 @@ export class LogStore {
     const env = open({ path: options.path, separateFlushed: true, maxDbs: 4 });
     const entries = env.openDB<Buffer, number>({ name: 'entries', encoding: 'binary' });
     const groups = env.openDB<number, number>({ name: 'groups' });
-    return new LogStore(env, entries, groups);
+    const log = new LogStore(env, entries, groups);
+    log.write_delay_ms = options.write_delay_ms ?? 0;
+    return log;
   }
 
   /** The last appended entry (not necessarily durable yet). */
@@ -131,13 +139,16 @@ export class LogStore {
     this.head_ = { position, checksum: bytes.readUInt32LE(48) };
     // Both puts are issued in one event turn, so lmdb-js commits them in one transaction: the
     // index never lacks a durable group entry.
-    if (group_id > 0) void this.groups.put(group_id, position);
-    const written = this.entries.put(position, bytes) as Promise<boolean> & { flushed?: Promise<void> };
-    const flushed = written.flushed ?? written;
+    const put = (): Promise<unknown> => {
+      if (group_id > 0) void this.groups.put(group_id, position);
+      const written = this.entries.put(position, bytes) as Promise<boolean> & { flushed?: Promise<void> };
+      return Promise.all([written, written.flushed ?? written]);
+    };
+    const flushed = this.write_delay_ms > 0 ? new Promise((resolve) => setTimeout(resolve, this.write_delay_ms)).then(put) : put();
     // An entry counts as durable only if every entry before it is: should an earlier write fail,
     // a later one that succeeded must not be acknowledged over the gap.
     const previous = this.last_append;
-    const durable = Promise.all([previous, written, flushed]).then(
+    const durable = Promise.all([previous, flushed]).then(
       () => {
         if (position > this.durable_position_) this.durable_position_ = position;
         return position;
