@@ -1,0 +1,217 @@
+// Coordination across active centers, through etcd: who leads each partition group, in which
+// epoch, with which in-sync replicas. We never write our own consensus: every change is a
+// compare-and-swap transaction in etcd, and leadership is a key attached to the leader center's
+// lease, so it disappears when the center stops renewing (docs/replication.md).
+//
+// Per partition group `g`, under `/keel/<cluster>/group/<g>/`:
+// - `state`: {epoch, leader, isr, min_isr} (JSON), changed only by CAS on its mod revision;
+// - `leader`: the leader center's name, attached to its lease.
+//
+// Fencing: a leader must stop acknowledging before its lease can expire, even if it is paused or
+// cut off and has not heard of its loss (NOTES.md: a SIGSTOPped leader learns it only after it
+// resumes). etcd starts a lease's TTL again when it processes a keepalive, which is after we sent
+// it; so after a keepalive sent at t succeeds, the lease lives at least until t + TTL. `mayLead()`
+// is true only before t + TTL - margin, by this process's monotonic clock.
+
+import { Etcd3, type Lease } from 'etcd3';
+import { noop } from 'cockatiel';
+
+export interface GroupState {
+  epoch: number;
+  leader: string;
+  /** In-sync replicas (centers), the leader included. */
+  isr: string[];
+  /** Below this many in-sync replicas, writes are refused. */
+  min_isr: number;
+}
+
+export interface CoordinatorOptions {
+  endpoints: string[];
+  cluster: string;
+  /** This center's name. */
+  center: string;
+  /** The leader lease's TTL: at least 2 s (etcd's minimum for a 1 s election timeout). */
+  lease_ttl_s: number;
+  /** Stop leading this long before the lease could expire (clock drift, scheduling). */
+  fence_margin_ms?: number;
+  /** Monotonic milliseconds (tests may substitute). */
+  now_ms?: () => number;
+}
+
+export type ChangeResult = { ok: true; state: GroupState } | { ok: false; reason: string; state: GroupState | null };
+
+export class Coordinator {
+  readonly center: string;
+  private readonly client: Etcd3;
+  private readonly lease: Lease;
+  private readonly lease_id: string;
+  private readonly prefix: string;
+  private readonly ttl_ms: number;
+  private readonly margin_ms: number;
+  private readonly now_ms: () => number;
+  /** Send times of keepalives not yet answered, oldest first. */
+  private readonly fired: number[] = [];
+  private serving_until_ms: number;
+  private lost = false;
+
+  private constructor(options: CoordinatorOptions, client: Etcd3, lease: Lease, lease_id: string, granted_from_ms: number) {
+    this.center = options.center;
+    this.client = client;
+    this.lease = lease;
+    this.lease_id = lease_id;
+    this.prefix = `/keel/${options.cluster}/group/`;
+    this.ttl_ms = options.lease_ttl_s * 1000;
+    this.margin_ms = options.fence_margin_ms ?? 500;
+    this.now_ms = options.now_ms ?? (() => performance.now());
+    this.serving_until_ms = granted_from_ms + this.ttl_ms - this.margin_ms;
+    lease.on('keepaliveFired', () => this.fired.push(this.now_ms()));
+    lease.on('keepaliveSucceeded', () => {
+      const sent = this.fired.shift();
+      if (sent !== undefined) this.serving_until_ms = Math.max(this.serving_until_ms, sent + this.ttl_ms - this.margin_ms);
+    });
+    lease.on('keepaliveFailed', () => this.fired.shift());
+    lease.on('lost', () => {
+      this.lost = true;
+      this.serving_until_ms = 0;
+    });
+  }
+
+  static async open(options: CoordinatorOptions): Promise<Coordinator> {
+    if (!Number.isInteger(options.lease_ttl_s) || options.lease_ttl_s < 2) throw new RangeError('lease_ttl_s must be an integer of at least 2');
+    if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(options.center)) throw new RangeError(`center name ${JSON.stringify(options.center)}: use a-z, 0-9, _ and -`);
+    // NOTES.md: the default circuit breaker refuses every call for 5 s after 3 failures. Fencing
+    // has its own clock, so calls simply fail and the caller decides.
+    const client = new Etcd3({
+      hosts: options.endpoints,
+      dialTimeout: 2_000,
+      faultHandling: { host: () => noop, global: noop },
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 2_000 }),
+    });
+    const now_ms = options.now_ms ?? (() => performance.now());
+    const before_grant = now_ms();
+    const lease = client.lease(options.lease_ttl_s);
+    const lease_id = await lease.grant();
+    return new Coordinator(options, client, lease, lease_id, before_grant);
+  }
+
+  /**
+   * Whether this center may still act as a leader: its lease cannot have expired yet. Check it
+   * right before every acknowledgement.
+   */
+  mayLead(): boolean {
+    return !this.lost && this.now_ms() < this.serving_until_ms;
+  }
+
+  /** Milliseconds of leadership left before this center must fence itself (0 when none). */
+  get lead_left_ms(): number {
+    return this.lost ? 0 : Math.max(0, this.serving_until_ms - this.now_ms());
+  }
+
+  async read(group: number): Promise<{ state: GroupState; revision: string } | null> {
+    const response = await this.client.get(this.key(group, 'state')).exec();
+    const kv = response.kvs[0];
+    if (kv === undefined) return null;
+    return { state: parseState(kv.value.toString()), revision: String(kv.mod_revision) };
+  }
+
+  /** The center holding the group's leader key (alive lease), or null. */
+  async liveLeader(group: number): Promise<string | null> {
+    return this.client.get(this.key(group, 'leader')).string();
+  }
+
+  /** Creates the group's state if it has none (first start of a cluster); epoch 0, no leader. */
+  async initialize(group: number, isr: string[], min_isr: number): Promise<ChangeResult> {
+    if (isr.length === 0 || min_isr < 1 || min_isr > isr.length) throw new RangeError('need 1 <= min_isr <= isr.length');
+    const state: GroupState = { epoch: 0, leader: '', isr: [...isr].sort(), min_isr };
+    const result = await this.client.if(this.key(group, 'state'), 'Create', '==', 0).then(this.client.put(this.key(group, 'state')).value(JSON.stringify(state))).commit();
+    if (result.succeeded) return { ok: true, state };
+    const current = await this.read(group);
+    return { ok: false, reason: 'the group already exists', state: current?.state ?? null };
+  }
+
+  /**
+   * Takes the group's leadership with epoch+1: only a member of the in-sync set may, and only
+   * when no live lease holds the leader key (the old leader's lease expired, or it resigned).
+   */
+  async takeOver(group: number): Promise<ChangeResult> {
+    const current = await this.read(group);
+    if (current === null) return { ok: false, reason: 'the group does not exist', state: null };
+    if (!current.state.isr.includes(this.center)) return { ok: false, reason: `${this.center} is not in the in-sync set`, state: current.state };
+    if (!this.mayLead()) return { ok: false, reason: 'this center cannot renew its lease', state: current.state };
+    const next: GroupState = { ...current.state, epoch: current.state.epoch + 1, leader: this.center };
+    const result = await this.client
+      .if(this.key(group, 'state'), 'Mod', '==', current.revision)
+      .and(this.key(group, 'leader'), 'Create', '==', 0)
+      .then(this.client.put(this.key(group, 'state')).value(JSON.stringify(next)), this.client.put(this.key(group, 'leader')).value(this.center).lease(this.lease_id))
+      .commit();
+    if (result.succeeded) return { ok: true, state: next };
+    const after = await this.read(group);
+    return { ok: false, reason: 'another center leads, or the state changed', state: after?.state ?? null };
+  }
+
+  /**
+   * The leader changes the in-sync set (a lagging replica out, a caught-up one back in), guarded
+   * by its epoch: a deposed leader's change fails.
+   */
+  async setIsr(group: number, epoch: number, isr: string[]): Promise<ChangeResult> {
+    const current = await this.read(group);
+    if (current === null) return { ok: false, reason: 'the group does not exist', state: null };
+    const state = current.state;
+    if (state.epoch !== epoch || state.leader !== this.center) return { ok: false, reason: `epoch ${epoch} of ${this.center} is not the current one`, state };
+    if (!isr.includes(this.center)) return { ok: false, reason: 'the leader stays in its in-sync set', state };
+    if (!this.mayLead()) return { ok: false, reason: 'this center cannot renew its lease', state };
+    const next: GroupState = { ...state, isr: [...new Set(isr)].sort() };
+    const result = await this.client
+      .if(this.key(group, 'state'), 'Mod', '==', current.revision)
+      .and(this.key(group, 'leader'), 'Value', '==', this.center)
+      .then(this.client.put(this.key(group, 'state')).value(JSON.stringify(next)))
+      .commit();
+    if (result.succeeded) return { ok: true, state: next };
+    const after = await this.read(group);
+    return { ok: false, reason: 'the state changed meanwhile', state: after?.state ?? null };
+  }
+
+  /** Calls `listener` with each new state of the group; returns a function that stops watching. */
+  async watch(group: number, listener: (state: GroupState) => void): Promise<() => Promise<void>> {
+    const watcher = await this.client.watch().key(this.key(group, 'state')).create();
+    watcher.on('put', (kv) => listener(parseState(kv.value.toString())));
+    return () => watcher.cancel();
+  }
+
+  /** Resigns every leadership (revokes the lease: followers may take over at once) and disconnects. */
+  async close(): Promise<void> {
+    this.serving_until_ms = 0;
+    try {
+      await this.lease.revoke();
+    } catch {
+      // The lease expires on its own within its TTL.
+    }
+    this.client.close();
+  }
+
+  /** Disconnects without revoking: the lease expires within its TTL, as after a crash (tests). */
+  abandon(): void {
+    this.serving_until_ms = 0;
+    this.lease.release();
+    this.client.close();
+  }
+
+  private key(group: number, leaf: 'state' | 'leader'): string {
+    if (!Number.isInteger(group) || group < 0) throw new RangeError(`partition group ${group}`);
+    return `${this.prefix}${group}/${leaf}`;
+  }
+}
+
+function parseState(text: string): GroupState {
+  const value = JSON.parse(text) as Partial<GroupState>;
+  if (
+    typeof value.epoch !== 'number' ||
+    typeof value.leader !== 'string' ||
+    !Array.isArray(value.isr) ||
+    !value.isr.every((m) => typeof m === 'string') ||
+    typeof value.min_isr !== 'number'
+  ) {
+    throw new Error(`malformed partition group state in etcd: ${text}`);
+  }
+  return { epoch: value.epoch, leader: value.leader, isr: value.isr, min_isr: value.min_isr };
+}
