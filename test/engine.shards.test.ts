@@ -82,17 +82,23 @@ async function assertBooksBalance(t: Tap, engine: Engine, label: string): Promis
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
-const [A0, B0, C0] = idsOn(0, 2, 3);
-const [A1, B1, C1] = idsOn(1, 2, 3);
-const ALL = [A0, B0, C0, A1, B1, C1];
-
-t.test('cross-shard transfers apply on both shards at once; queries see each transfer once', async (t) => {
+/** A 2-shard engine on a temp directory, closed and removed when the test ends. */
+async function fresh(t: Tap): Promise<Engine> {
   const { dir, cleanup } = tempDir('keel-shards-');
   const engine = await start(dir);
   t.teardown(async () => {
     await engine.close();
     cleanup();
   });
+  return engine;
+}
+
+const [A0, B0, C0] = idsOn(0, 2, 3);
+const [A1, B1, C1] = idsOn(1, 2, 3);
+const ALL = [A0, B0, C0, A1, B1, C1];
+
+t.test('cross-shard transfers apply on both shards at once; queries see each transfer once', async (t) => {
+  const engine = await fresh(t);
   t.same(await createAccounts(engine, ALL.map((id) => account(id))), ALL.map(() => 'created'));
 
   // One request mixing cross-shard and single-shard events runs whole as a group.
@@ -128,12 +134,7 @@ t.test('cross-shard transfers apply on both shards at once; queries see each tra
 });
 
 t.test('ids are unique across shards', async (t) => {
-  const { dir, cleanup } = tempDir('keel-shards-');
-  const engine = await start(dir);
-  t.teardown(async () => {
-    await engine.close();
-    cleanup();
-  });
+  const engine = await fresh(t);
   await createAccounts(engine, ALL.map((id) => account(id)));
   t.same((await createTransfers(engine, [transfer(1n, A0, B0, 5n)])).names, ['created'], 'created on shard 0 alone');
   const resent = await createTransfers(engine, [transfer(1n, A1, B1, 5n), transfer(1n, A0, B0, 5n), transfer(1n, A0, A1, 5n)]);
@@ -156,12 +157,7 @@ t.test('ids are unique across shards', async (t) => {
 });
 
 t.test('a linked chain that spans shards is atomic', async (t) => {
-  const { dir, cleanup } = tempDir('keel-shards-');
-  const engine = await start(dir);
-  t.teardown(async () => {
-    await engine.close();
-    cleanup();
-  });
+  const engine = await fresh(t);
   await createAccounts(engine, [...ALL.map((id) => account(id)), account(idsOn(1, 2, 1, 20_000n)[0], { flags: 1 << 1 /* debits_must_not_exceed_credits */ })]);
   const strict = idsOn(1, 2, 1, 20_000n)[0];
   const linked = { flags: TransferFlags.linked };
@@ -228,12 +224,7 @@ t.test('two-phase transfers across shards: post, void, and expiry of both sides 
 });
 
 t.test('concurrent cross-shard requests share groups, each answered for itself', async (t) => {
-  const { dir, cleanup } = tempDir('keel-shards-');
-  const engine = await start(dir);
-  t.teardown(async () => {
-    await engine.close();
-    cleanup();
-  });
+  const engine = await fresh(t);
   await createAccounts(engine, ALL.map((id) => account(id)));
   const before = { ...engine.group_stats };
   // 200 single-transfer requests at once, every one cross-shard, some failing, one chain left open.

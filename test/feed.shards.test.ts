@@ -7,8 +7,6 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import WebSocket from 'ws';
-import { Packr, Unpackr } from 'msgpackr';
 import { TokenStore } from '../src/gateway/tokens.ts';
 import { startGateway, type Gateway } from '../src/gateway/server.ts';
 import { createLogger } from '../src/gateway/log.ts';
@@ -18,10 +16,7 @@ import type { ShardResult } from '../src/shard/messages.ts';
 import type { Transfer } from '../src/ledger/types.ts';
 import { subscribe } from '../src/client/index.ts';
 
-const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false, int64AsType: 'auto' } as unknown as ConstructorParameters<typeof Unpackr>[0]);
-
-type Message = Record<string, unknown>;
+import { Raw, ids, type Message } from './support/raw-feed.ts';
 
 /** Deterministic randomness (mulberry32); the seed is printed so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -140,64 +135,6 @@ class FakeEngine implements FeedEngine {
   }
 }
 
-/** A raw protocol client that collects pushes. */
-class Raw {
-  readonly pushes: Message[] = [];
-  private readonly replies = new Map<number, (m: Message) => void>();
-  private next = 1;
-  private push_waiters: Array<() => void> = [];
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer) => {
-      const m = unpackr.unpack(data) as Message;
-      if (typeof m.push === 'string') {
-        this.pushes.push(m);
-        const waiters = this.push_waiters;
-        this.push_waiters = [];
-        for (const w of waiters) w();
-      } else this.replies.get(Number(m.id))?.(m);
-    });
-  }
-  static async hello(url: string, token: string): Promise<Raw> {
-    const ws = new WebSocket(url);
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    const raw = new Raw(ws);
-    const hello = await raw.request({ op: 'hello', token });
-    if (hello.error !== undefined) throw new Error(String(hello.message));
-    return raw;
-  }
-  request(body: Message): Promise<Message> {
-    const id = this.next++;
-    return new Promise((resolve) => {
-      this.replies.set(id, resolve);
-      this.ws.send(packr.pack({ id, ...body }));
-    });
-  }
-  async until(predicate: (pushes: Message[]) => boolean, timeout_ms = 10_000): Promise<void> {
-    const deadline = Date.now() + timeout_ms;
-    while (!predicate(this.pushes)) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for pushes (have ${this.pushes.length})`);
-      await new Promise<void>((resolve) => {
-        this.push_waiters.push(resolve);
-        setTimeout(resolve, 100);
-      });
-    }
-  }
-  close(): void {
-    this.ws.close();
-  }
-}
-
-function ids(pushes: Message[]): bigint[] {
-  const out: bigint[] = [];
-  for (const p of pushes) {
-    if (p.push !== 'events') continue;
-    for (const transfer of p.transfers as Message[]) out.push(BigInt(transfer.id as number | bigint));
-  }
-  return out;
-}
 
 /** Every shard's transfers exactly once and in its commit order (no order asked between shards). */
 function checkPerShard(t: Test, seen: readonly bigint[], expected: readonly (readonly bigint[])[], label: string): void {

@@ -237,27 +237,24 @@ export class Ledger {
 
   /** The earliest deadline among live pending transfers, or 0 when none has a timeout. */
   nextExpiry(): bigint {
-    for (;;) {
-      const head = this.expiry.peek();
-      if (head === undefined) return 0n;
-      const state = this.pending.get(head.id);
-      if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === head.expires_at) {
-        return head.expires_at;
-      }
-      this.expiry.pop();
-    }
+    return this.earliestLive(this.expiry);
   }
 
   /** The earliest deadline among live pending transfers with an account elsewhere, or 0. */
   nextForeignExpiry(): bigint {
+    return this.earliestLive(this.foreign_expiry);
+  }
+
+  /** Drops the queue's stale heads (posted, voided, re-timed) and returns the live one's deadline. */
+  private earliestLive(queue: ExpiryQueue): bigint {
     for (;;) {
-      const head = this.foreign_expiry.peek();
+      const head = queue.peek();
       if (head === undefined) return 0n;
       const state = this.pending.get(head.id);
       if (state !== undefined && state.status === PendingStatus.pending && state.expires_at === head.expires_at) {
         return head.expires_at;
       }
-      this.foreign_expiry.pop();
+      queue.pop();
     }
   }
 
@@ -988,13 +985,7 @@ export class Ledger {
       if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
     }
     for (const transfer of snapshot.transfers) {
-      this.transfers.set(transfer.id, transfer);
-      if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
-      this.transfers_by_time.push(transfer);
-      if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
-      if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
-      pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
-      pushIndexed(this.transfers_by_code, transfer.code, transfer);
+      this.storeTransfer(transfer);
       // A cross-shard transfer is kept by both shards; each indexes only its own account's side.
       this.account_index.get(transfer.debit_account_id)?.debits.push(transfer);
       this.account_index.get(transfer.credit_account_id)?.credits.push(transfer);
@@ -1100,13 +1091,7 @@ export class Ledger {
       const cr_index = this.account_index.get(transfer.credit_account_id);
       if (dr_index === undefined && cr_index === undefined) continue;
       assert(!this.transfers.has(transfer.id), 'adopted transfer is new');
-      this.transfers.set(transfer.id, transfer);
-      if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
-      this.transfers_by_time.push(transfer);
-      if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
-      if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
-      pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
-      pushIndexed(this.transfers_by_code, transfer.code, transfer);
+      this.storeTransfer(transfer);
       dr_index?.debits.push(transfer);
       cr_index?.credits.push(transfer);
     }
@@ -1136,6 +1121,17 @@ export class Ledger {
       this.changed_transient.push(id);
     }
     if (scratch.last_timestamp > this.last_timestamp) this.last_timestamp = scratch.last_timestamp;
+  }
+
+  /** Stores a transfer that is already final (restored, or adopted from a group) with its query indexes. */
+  private storeTransfer(transfer: Transfer): void {
+    this.transfers.set(transfer.id, transfer);
+    if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
+    this.transfers_by_time.push(transfer);
+    if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+    pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+    pushIndexed(this.transfers_by_code, transfer.code, transfer);
   }
 
   /** A live pending transfer's deadline goes where it can be acted on: here, or in a group. */

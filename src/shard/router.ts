@@ -30,10 +30,6 @@ export function routeTransfers(body: Uint8Array, count: number, filters: readonl
   const words = new Uint32Array(aligned.buffer, aligned.byteOffset, (count * TRANSFER_BYTES) / 4);
   const masks = new Uint32Array(count);
   const all = shards >= 32 ? 0xffff_ffff : (1 << shards) - 1;
-  let union = 0;
-  let single = true;
-  let chain_start = -1;
-  let chain_mask = 0;
   for (let i = 0; i < count; i++) {
     const w = (i * TRANSFER_BYTES) / 4;
     const flags = words[w + 17] >>> 16;
@@ -60,26 +56,12 @@ export function routeTransfers(body: Uint8Array, count: number, filters: readonl
     // Reserve the id where it may now be created, before the next event is routed: a later event
     // (or request) with the same id must find it there.
     for (let s = 0; s < shards; s++) if ((mask & (1 << s)) !== 0) filters[s].add(id_lo, id_hi);
-    if ((flags & TransferFlags.linked) !== 0) {
-      if (chain_start < 0) {
-        chain_start = i;
-        chain_mask = 0;
-      }
-      chain_mask |= mask;
-    } else if (chain_start >= 0) {
-      chain_mask |= mask;
-      for (let k = chain_start; k <= i; k++) masks[k] = chain_mask;
-      chain_start = -1;
-    }
   }
-  if (chain_start >= 0) for (let k = chain_start; k < count; k++) masks[k] = chain_mask; // an open chain fails whole
-  for (let i = 0; i < count; i++) {
-    union |= masks[i];
-    if ((masks[i] & (masks[i] - 1)) !== 0) single = false;
-  }
-  const route = finish(masks, union, single, count);
+  widenChains(masks, (i) => ((words[(i * TRANSFER_BYTES) / 4 + 17] >>> 16) & TransferFlags.linked) !== 0);
+  const route = finish(masks, count);
   // A group may create (or burn) any of its ids on any participant: they all record it.
   if (route.kind === 'group') {
+    const union = route.participants.reduce((m, s) => m | (1 << s), 0);
     for (let i = 0; i < count; i++) {
       const w = (i * TRANSFER_BYTES) / 4;
       for (let s = 0; s < shards; s++) if ((union & (1 << s)) !== 0 && (masks[i] & (1 << s)) === 0) filters[s].add(words[w], words[w + 1]);
@@ -92,37 +74,43 @@ export function routeAccounts(body: Uint8Array, count: number, shards: number): 
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const masks = new Uint32Array(count);
   const all = shards >= 32 ? 0xffff_ffff : (1 << shards) - 1;
-  let chain_start = -1;
-  let chain_mask = 0;
   for (let i = 0; i < count; i++) {
     const at = i * ACCOUNT_INPUT_BYTES;
-    const flags = view.getUint16(at + 34, true);
-    let mask = 1 << shardOfPartition(partitionOfWords(view.getUint32(at, true) | 0, view.getUint32(at + 4, true) | 0), shards);
-    if ((flags & AccountFlags.imported) !== 0) mask = all;
-    masks[i] = mask;
-    if ((flags & AccountFlags.linked) !== 0) {
-      if (chain_start < 0) {
-        chain_start = i;
-        chain_mask = 0;
-      }
-      chain_mask |= mask;
-    } else if (chain_start >= 0) {
-      chain_mask |= mask;
-      for (let k = chain_start; k <= i; k++) masks[k] = chain_mask;
-      chain_start = -1;
+    const imported = (view.getUint16(at + 34, true) & AccountFlags.imported) !== 0;
+    masks[i] = imported ? all : 1 << shardOfPartition(partitionOfWords(view.getUint32(at, true) | 0, view.getUint32(at + 4, true) | 0), shards);
+  }
+  widenChains(masks, (i) => (view.getUint16(i * ACCOUNT_INPUT_BYTES + 34, true) & AccountFlags.linked) !== 0);
+  return finish(masks, count);
+}
+
+/**
+ * A linked chain touches the union of its events' shards: each of its events gets that union.
+ * A chain left open at the end fails whole, so it is widened too.
+ */
+function widenChains(masks: Uint32Array, linked: (i: number) => boolean): void {
+  let start = -1;
+  let union = 0;
+  for (let i = 0; i < masks.length; i++) {
+    if (start < 0) {
+      if (!linked(i)) continue;
+      start = i;
+      union = 0;
+    }
+    union |= masks[i];
+    if (!linked(i) || i === masks.length - 1) {
+      for (let k = start; k <= i; k++) masks[k] = union;
+      start = -1;
     }
   }
-  if (chain_start >= 0) for (let k = chain_start; k < count; k++) masks[k] = chain_mask;
+}
+
+function finish(masks: Uint32Array, count: number): Route {
   let union = 0;
   let single = true;
   for (let i = 0; i < count; i++) {
     union |= masks[i];
     if ((masks[i] & (masks[i] - 1)) !== 0) single = false;
   }
-  return finish(masks, union, single, count);
-}
-
-function finish(masks: Uint32Array, union: number, single: boolean, count: number): Route {
   if (!single) return { kind: 'group', participants: bits(union) };
   const parts = new Map<number, number[]>();
   for (let i = 0; i < count; i++) {
