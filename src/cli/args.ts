@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { SHARDS_MAX } from '../shard/router.ts';
 
 export const USAGE = `Usage:
-  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--tls-cert FILE --tls-key FILE] [--center NAME]
+  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--tls-cert FILE --tls-key FILE] [--center NAME]
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
@@ -18,6 +18,8 @@ Options (and their environment variables):
   --metrics-port P  Prometheus /metrics port, 0 picks one, off turns it off (KEEL_METRICS_PORT, default 9464; 0 with --port 0)
   --shards N        shard workers, 1..16 (KEEL_SHARDS; default: the data directory's count,
                     or one per core for a new one; fixed once the directory exists)
+  --feed-retention H  the change feed serves transfers of the last H hours; older cursors get
+                    cursor_expired (KEEL_FEED_RETENTION_HOURS, default 168; 0 keeps all)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -36,6 +38,8 @@ export interface StartArgs {
   metrics_host: string;
   /** null: the data directory's count, or one per core for a new directory. */
   shards: number | null;
+  /** The change feed's retention in hours (0: all). */
+  feed_retention_hours: number;
   tls_cert: string | null;
   tls_key: string | null;
   center: string;
@@ -96,6 +100,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
     shards: { type: 'string' },
+    'feed-retention': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     center: { type: 'string' },
@@ -108,6 +113,8 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   const shards_text = pick(str(values.shards), env.KEEL_SHARDS, 'auto');
   const shards = shards_text === 'auto' ? { ok: true as const, value: null } : integer('--shards', shards_text, 1, SHARDS_MAX);
   if (!shards.ok) return shards;
+  const retention = integer('--feed-retention', pick(str(values['feed-retention']), env.KEEL_FEED_RETENTION_HOURS, '168'), 0, 24 * 365 * 100);
+  if (!retention.ok) return retention;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';
   const metrics_text = pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default);
@@ -131,6 +138,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
         metrics_port: metrics_port.value,
         metrics_host,
         shards: shards.value,
+        feed_retention_hours: retention.value,
         tls_cert: cert === '' ? null : cert,
         tls_key: key === '' ? null : key,
         center: pick(str(values.center), env.KEEL_CENTER, 'local'),

@@ -62,7 +62,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
   let engine: Engine;
   try {
     const shards = args.shards ?? storedShardCount(data_dir) ?? Math.min(SHARDS_MAX, availableParallelism());
-    engine = await Engine.start({ data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX });
+    engine = await Engine.start({ data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX, feed_retention_ms: args.feed_retention_hours * 3_600_000 });
   } catch (error) {
     if (error instanceof EngineLockedError) {
       io.err(`keel: ${error.message}`);

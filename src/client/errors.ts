@@ -56,6 +56,8 @@ const NOT_APPLIED: ReadonlySet<KeelErrorCode> = new Set<KeelErrorCode>([
 export interface KeelErrorOptions {
   /** For `invalid_request`: the path of the offending value, e.g. `transfers[2].amount` (locally, or as the server named it). */
   field?: string;
+  /** For `cursor_expired`: the oldest cursor the change feed still serves. */
+  oldest?: string;
   /**
    * Whether the request may have been applied. Defaults from the code: true for `timeout`,
    * `unavailable`, `internal`, `protocol_error`, `connection_closed` and `client_closed`, false
@@ -68,6 +70,8 @@ export class KeelError extends Error {
   override readonly name = 'KeelError';
   readonly code: KeelErrorCode;
   readonly field: string | undefined;
+  /** For `cursor_expired`: the oldest cursor the change feed still serves (resume there to go on). */
+  readonly oldest: string | undefined;
   /**
    * True when the operation may or may not have been applied (the request reached, or may have reached,
    * the server). Resending the same events with the same ids is then safe: already applied events
@@ -79,6 +83,7 @@ export class KeelError extends Error {
     super(message);
     this.code = code;
     this.field = options.field;
+    this.oldest = options.oldest;
     this.outcome_unknown = options.outcome_unknown ?? !NOT_APPLIED.has(code);
   }
 }
@@ -91,9 +96,10 @@ export function isKeelError(e: unknown): e is KeelError {
  * A server's `{error, message, field?}` as a KeelError; an error string this client does not know
  * becomes `internal`, with the string kept in the message.
  */
-export function serverError(error: unknown, message: unknown, field?: unknown): KeelError {
+export function serverError(error: unknown, message: unknown, field?: unknown, oldest?: unknown): KeelError {
   const text = typeof message === 'string' ? message : '';
   const options: KeelErrorOptions = typeof field === 'string' ? { field } : {};
+  if (typeof oldest === 'string') options.oldest = oldest;
   if (typeof error === 'string' && SERVER_CODES.has(error)) {
     return new KeelError(error as ServerErrorCode, text || error, options);
   }

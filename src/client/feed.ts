@@ -125,7 +125,7 @@ export class FeedSubscription implements AsyncIterableIterator<FeedBatch> {
   private onReply(id: number, reply: Fields): void {
     if (id !== 1) return;
     if (reply.error !== undefined) {
-      const error = serverError(reply.error, reply.message, reply.field);
+      const error = serverError(reply.error, reply.message, reply.field, reply.oldest);
       if (FINAL.has(error.code)) this.fail(error);
       else this.retry(error);
       return;

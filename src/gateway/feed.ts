@@ -88,22 +88,29 @@ export function parseCursor(raw: unknown, shard_count: number): CursorParsed {
   return { ok: false, message: `malformed cursor ${shown}: use a cursor exactly as an events push gave it` };
 }
 
-export type HeadsRead = { ok: true; heads: number[] } | { ok: false; error: 'unavailable' | 'internal' | 'busy'; message: string };
+export type HeadsRead =
+  | { ok: true; heads: number[]; oldest: number[] }
+  | { ok: false; error: 'unavailable' | 'internal' | 'busy'; message: string };
 
-/** How many transfers every shard has committed (what `latest` starts from, and no cursor may pass). */
+/**
+ * How many transfers every shard has committed (what `latest` starts from, and no cursor may
+ * pass), and the first position each still serves (retention: no cursor may start before it).
+ */
 export async function readHeads(engine: FeedEngine, shard_count: number): Promise<HeadsRead> {
   const results = await Promise.all(
     Array.from({ length: shard_count }, (_, shard) => engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null)),
   );
   const heads: number[] = [];
+  const oldest: number[] = [];
   for (const result of results) {
     if (!('feed' in result)) {
       if ('error' in result) return { ok: false, error: result.error, message: result.message };
       return { ok: false, error: 'internal', message: 'the feed is not available' };
     }
     heads.push(result.feed.head);
+    oldest.push(result.feed.oldest ?? 0);
   }
-  return { ok: true, heads };
+  return { ok: true, heads, oldest };
 }
 
 /** Validates `ledgers` (an array of u32): null when absent. */
@@ -265,6 +272,11 @@ export class Subscription {
         return;
       }
       const page = result.feed;
+      if (from < (page.oldest ?? 0)) {
+        // This subscriber fell behind retention: resuming from its cursor answers cursor_expired.
+        this.end({ push: 'lagging', subscription: this.id, cursor: this.cursor });
+        return;
+      }
       if (page.transfers.length > 0 && page.next - from < page.transfers.length) {
         // A page that does not move its position past its transfers would push them twice.
         this.end({ push: 'lagging', subscription: this.id, cursor: this.cursor });

@@ -19,7 +19,7 @@ import {
   type ErrorCode,
 } from './protocol.ts';
 import type { Principal, TokenStore } from './tokens.ts';
-import { Subscription, parseCursor, parseLedgers, readHeads, type FeedEngine } from './feed.ts';
+import { Subscription, formatCursor, parseCursor, parseLedgers, readHeads, type FeedEngine } from './feed.ts';
 import type { ShardResult } from '../shard/messages.ts';
 
 export interface SessionLimits {
@@ -460,6 +460,18 @@ export class Session {
       }
       if (positions !== null) {
         for (let shard = 0; shard < shard_count; shard++) {
+          if (positions[shard] < heads.oldest[shard]) {
+            // PROTOCOL.md: the oldest cursor still available, so the consumer can decide to go on.
+            const oldest = formatCursor(heads.oldest.map((first, s) => Math.min(first, heads.heads[s])));
+            this.send({
+              id,
+              error: 'cursor_expired',
+              message: `cursor is older than the feed's retention (shard ${shard} serves from transfer ${heads.oldest[shard]}, the cursor says ${positions[shard]}); resume from oldest, and consider the transfers in between lost to this consumer`,
+              oldest,
+            });
+            done?.(op, 'cursor_expired');
+            return;
+          }
           const head = heads.heads[shard];
           if (positions[shard] > head) {
             fail(
@@ -471,7 +483,8 @@ export class Session {
           }
         }
       }
-      const start = positions ?? (latest ? heads.heads : new Array<number>(shard_count).fill(0));
+      // `from` omitted: the oldest retained committed transfer of every shard.
+      const start = positions ?? (latest ? heads.heads : heads.oldest);
       const subscription_id = this.next_subscription++;
       const subscription = new Subscription(subscription_id, start, ledgers.ledgers, {
         engine,

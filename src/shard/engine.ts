@@ -28,6 +28,8 @@ export interface EngineOptions {
   shards: number;
   /** Per shard: events queued or in flight before requests are answered `busy`. */
   queue_events_max: number;
+  /** The change feed serves transfers of the last this many ms; older cursors expire. 0 or absent: all. */
+  feed_retention_ms?: number;
 }
 
 export class EngineLockedError extends Error {
@@ -133,6 +135,7 @@ export class Engine {
             index,
             dir: join(options.data_dir, `shard-${index}`),
             shard_count: options.shards,
+            feed_retention_ms: options.feed_retention_ms ?? 0,
             queue_events_max: options.queue_events_max,
             on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
             on_due: (shard, kind) => engine.onDue(shard, kind),

@@ -24,6 +24,7 @@ export interface ShardHandleOptions {
   index: number;
   dir: string;
   shard_count: number;
+  feed_retention_ms: number;
   /** A participant of cross-shard group `gid` has read (see src/shard/group.ts). */
   on_group_read: (shard: number, gid: number, read_set: Uint8Array) => void;
   /** The shard holds a due pending transfer: `foreign` ones (an account elsewhere) need a group. */
@@ -77,7 +78,7 @@ export class ShardHandle {
 
   /** Starts the worker and waits until it has recovered its shard. */
   static start(options: ShardHandleOptions): Promise<StartedShard> {
-    const data: ShardWorkerData = { index: options.index, dir: options.dir, shard_count: options.shard_count };
+    const data: ShardWorkerData = { index: options.index, dir: options.dir, shard_count: options.shard_count, feed_retention_ms: options.feed_retention_ms };
     const worker = new Worker(WORKER_ENTRY, { workerData: data });
     const handle = new ShardHandle(options, worker);
     return new Promise((resolve, reject) => {

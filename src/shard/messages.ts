@@ -94,7 +94,7 @@ export type ShardResult =
   | { accounts: Account[] }
   | { transfers: Transfer[] }
   | { balances: AccountBalance[] }
-  | { feed: { transfers: Transfer[]; next: number; head: number } }
+  | { feed: { transfers: Transfer[]; next: number; head: number; oldest: number } }
   | { error: 'unavailable' | 'internal' | 'busy'; message: string };
 
 /** [request id, result]. */
@@ -134,6 +134,8 @@ export interface ShardWorkerData {
   index: number;
   dir: string;
   shard_count: number;
+  /** The change feed serves transfers this recent (0: all). */
+  feed_retention_ms: number;
 }
 
 // u64 values cross as bigint; msgpackr turns small ones back into numbers under 'auto', so

@@ -70,6 +70,11 @@ export interface ShardOptions {
   on_failed?: (error: Error) => void;
   /** At most this many due pending transfers in one group's read set (the rest: later pulses). */
   group_due_max?: number;
+  /**
+   * The change feed serves transfers of the last this many milliseconds (by transfer timestamp);
+   * older cursors are expired. 0 (the default): every transfer.
+   */
+  feed_retention_ms?: number;
   /** Fault injection for tests (LogStoreOptions.write_delay_ms). */
   log_write_delay_ms?: number;
 }
@@ -78,6 +83,8 @@ export interface FeedPage {
   transfers: Transfer[];
   next: number;
   head: number;
+  /** The first ordinal still served (retention); a read from before it returns nothing. */
+  oldest: number;
 }
 
 export interface RecoveryReport {
@@ -110,6 +117,7 @@ export class Shard {
   private readonly on_due: ((kind: 'local' | 'foreign') => void) | undefined;
   private readonly on_failed: ((error: Error) => void) | undefined;
   private readonly group_due_max: number;
+  private readonly feed_retention_ms: number;
   /** The last cross-shard group applied here (groups apply in id order). */
   last_gid = 0;
   /** Stopped at a group's barrier: nothing may change state until the group executes. */
@@ -150,6 +158,8 @@ export class Shard {
     this.on_due = options.on_due;
     this.on_failed = options.on_failed;
     this.group_due_max = options.group_due_max ?? GROUP_DUE_MAX;
+    this.feed_retention_ms = options.feed_retention_ms ?? 0;
+    if (!Number.isSafeInteger(this.feed_retention_ms) || this.feed_retention_ms < 0) throw new RangeError('feed_retention_ms must be a non-negative integer');
     const index = this.index;
     const shard_count = this.shard_count;
     this.owns = shard_count === 1 ? () => true : (account_id) => shardOfAccount(account_id, shard_count) === index;
@@ -496,7 +506,9 @@ export class Shard {
     this.assertServing();
     const all = this.ledger.transfersInOrder();
     const head = this.durable_transfers;
+    const oldest = this.feedOldest(all, head);
     const out: Transfer[] = [];
+    if (from < oldest) return { transfers: out, next: from, head, oldest };
     let next = Math.max(0, Math.min(from, head));
     const stop = Math.min(head, next + scan_max);
     while (next < stop && out.length < limit) {
@@ -505,7 +517,21 @@ export class Shard {
       if (this.shard_count > 1 && !this.owns(transfer.debit_account_id)) continue;
       if (ledgers === null || ledgers.includes(transfer.ledger)) out.push({ ...transfer });
     }
-    return { transfers: out, next, head };
+    return { transfers: out, next, head, oldest };
+  }
+
+  /** The first ordinal within retention: transfers are in timestamp order, so a binary search. */
+  private feedOldest(all: readonly Transfer[], head: number): number {
+    if (this.feed_retention_ms === 0) return 0;
+    const cutoff = this.clock() - BigInt(this.feed_retention_ms) * 1_000_000n;
+    let lo = 0;
+    let hi = head;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (all[mid].timestamp < cutoff) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ try {
     shard_count: data.shard_count,
     on_checkpoint: (seconds) => metrics.observeCheckpoint(seconds),
     on_due: (kind) => post({ type: 'due', kind }),
+    feed_retention_ms: data.feed_retention_ms,
     log_write_delay_ms: faultDelay(process.env.KEEL_FAULT_LOG_WRITE_DELAY, data.index),
     on_failed: (error) => post({ type: 'failed', message: `shard ${data.index} stopped serving: ${error.message}` }),
   });

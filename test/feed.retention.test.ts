@@ -1,0 +1,82 @@
+// Change-feed retention (PROTOCOL.md section 5): the feed serves the transfers of the retention
+// window (here 1.5 s, on a 2-shard engine); a cursor older than that gets `cursor_expired` naming
+// the oldest cursor still available, `from` omitted starts there, and resuming from it misses
+// nothing still retained.
+
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine } from '../src/shard/engine.ts';
+import { TokenStore } from '../src/gateway/tokens.ts';
+import { startGateway } from '../src/gateway/server.ts';
+import { createLogger } from '../src/gateway/log.ts';
+import { connect, subscribe, KeelError } from '../src/client/index.ts';
+import { Raw, ids } from './support/raw-feed.ts';
+
+const RETENTION_MS = 1_500;
+
+t.test('a cursor older than retention gets cursor_expired with the oldest cursor; from there nothing retained is missed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-feed-retention-'));
+  const engine = await Engine.start({ data_dir: dir, shards: 2, queue_events_max: 1_000_000, feed_retention_ms: RETENTION_MS });
+  const opened = TokenStore.open(dir);
+  if (!opened.ok) throw new Error(opened.message);
+  const admin = opened.value.create('admin', ['admin']);
+  if (!admin.ok) throw new Error('token');
+  const gateway = await startGateway({ engine, tokens: opened.value, port: 0, logger: createLogger('silent') });
+  t.teardown(async () => {
+    await gateway.close();
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const keel = await connect({ url: gateway.address.url, token: admin.value.token, reconnect: false });
+  t.teardown(() => keel.close());
+  await keel.createAccounts(Array.from({ length: 8 }, (_, i) => ({ id: BigInt(i + 1), ledger: 1, code: 1 })));
+  const batch = async (from: bigint, n: number): Promise<bigint[]> => {
+    const transfers = Array.from({ length: n }, (_, i) => ({ id: from + BigInt(i), debit_account_id: BigInt((i % 8) + 1), credit_account_id: BigInt(((i + 3) % 8) + 1), amount: 1n, ledger: 1, code: 1 }));
+    const result = await keel.createTransfers(transfers);
+    t.ok(result.status.every((s) => s === 0), `${n} transfers created`);
+    return transfers.map((x) => x.id);
+  };
+
+  const start = await Raw.hello(gateway.address.url, admin.value.token);
+  const first = await start.request({ op: 'subscribe' });
+  const start_cursor = first.cursor;
+  start.close();
+  const early = await batch(1_000n, 200);
+  await new Promise((resolve) => setTimeout(resolve, RETENTION_MS + 500));
+  const late = await batch(2_000n, 300);
+
+  const expired = await Raw.hello(gateway.address.url, admin.value.token);
+  const reply = await expired.request({ op: 'subscribe', from: start_cursor });
+  t.equal(reply.error, 'cursor_expired', 'the cursor from before the early transfers has expired');
+  t.match(String(reply.message), /older than the feed's retention/);
+  t.match(String(reply.oldest), /^k2\.\d+\.\d+$/, 'and names the oldest cursor still available');
+  expired.close();
+
+  const resumed = await Raw.hello(gateway.address.url, admin.value.token);
+  t.notOk((await resumed.request({ op: 'subscribe', from: reply.oldest })).error, 'subscribing from it works');
+  await resumed.until((pushes) => ids(pushes).length >= late.length);
+  t.same(new Set(ids(resumed.pushes)), new Set(late), 'exactly the retained transfers, none of the expired');
+  resumed.close();
+
+  const omitted = await Raw.hello(gateway.address.url, admin.value.token);
+  const fresh = await omitted.request({ op: 'subscribe' });
+  t.notOk(fresh.error);
+  t.equal(fresh.cursor, reply.oldest, 'from omitted starts at the oldest retained transfer');
+  await omitted.until((pushes) => ids(pushes).length >= late.length);
+  const seen = ids(omitted.pushes);
+  t.equal(seen.length, late.length, 'once each');
+  t.notOk(seen.some((id) => early.includes(id)), 'nothing expired');
+  omitted.close();
+
+  // The client library: its iterator ends with a KeelError that names the oldest cursor.
+  let caught: unknown;
+  try {
+    for await (const _ of subscribe({ url: gateway.address.url, token: admin.value.token, from: String(start_cursor) })) break;
+  } catch (error) {
+    caught = error;
+  }
+  t.ok(caught instanceof KeelError && caught.code === 'cursor_expired', 'subscribe() fails with cursor_expired');
+  t.equal((caught as KeelError).oldest, reply.oldest, 'and carries oldest');
+});
