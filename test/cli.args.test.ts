@@ -24,3 +24,13 @@ t.test('metrics port: default, explicit, off, and picked freely with --port 0', 
   const env = parseCommand(['start'], { KEEL_METRICS_PORT: 'off' });
   t.ok(env.ok && env.value.command === 'start' && env.value.args.metrics_port === -1, 'KEEL_METRICS_PORT=off');
 });
+
+t.test('keel log check|repair', (t) => {
+  const check = parseCommand(['log', 'check', '--data', '/d'], {});
+  t.same(check.ok && check.value, { command: 'log', args: { action: 'check', data: '/d', json: false, force: false } });
+  const repair = parseCommand(['log', 'repair', '--force', '--json'], { KEEL_DATA: '/e' });
+  t.same(repair.ok && repair.value, { command: 'log', args: { action: 'repair', data: '/e', json: true, force: true } });
+  t.notOk(parseCommand(['log'], {}).ok, 'an action is required');
+  t.notOk(parseCommand(['log', 'check', '--force'], {}).ok, '--force only with repair');
+  t.end();
+});

@@ -9,6 +9,9 @@ export const USAGE = `Usage:
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
+  keel log check [--data DIR] [--json]       find what stops a shard's log from replaying
+  keel log repair [--data DIR] [--force] [--json]   drop never-acknowledged entries after a gap
+                                             (--force: also a corrupt entry and all after it)
 
 Options (and their environment variables):
   --data DIR        data directory (KEEL_DATA, default ./data)
@@ -50,7 +53,18 @@ export type TokenArgs =
   | { action: 'list'; data: string; json: boolean }
   | { action: 'revoke'; data: string; json: boolean; name: string };
 
-export type Command = { command: 'start'; args: StartArgs } | { command: 'token'; args: TokenArgs } | { command: 'help' };
+export interface LogArgs {
+  action: 'check' | 'repair';
+  data: string;
+  json: boolean;
+  force: boolean;
+}
+
+export type Command =
+  | { command: 'start'; args: StartArgs }
+  | { command: 'token'; args: TokenArgs }
+  | { command: 'log'; args: LogArgs }
+  | { command: 'help' };
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -89,7 +103,8 @@ export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { ok: true, value: { command: 'help' } };
   if (command === 'start') return parseStart(rest, env);
   if (command === 'token') return parseToken(rest, env);
-  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\` or \`keel token create|list|revoke\` (see \`keel --help\`)`);
+  if (command === 'log') return parseLog(rest, env);
+  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\` or \`keel log check|repair\` (see \`keel --help\`)`);
 }
 
 function parseStart(argv: string[], env: Env): ArgsResult<Command> {
@@ -179,4 +194,18 @@ function parseToken(argv: string[], env: Env): ArgsResult<Command> {
     default:
       return bad(`unknown token action ${JSON.stringify(action)}; use create, list or revoke`);
   }
+}
+
+function parseLog(argv: string[], env: Env): ArgsResult<Command> {
+  const parsed = parse(argv, { data: { type: 'string' }, json: { type: 'boolean' }, force: { type: 'boolean' } });
+  if (!parsed.ok) return parsed;
+  const { values, positionals } = parsed.value;
+  const [action, extra] = positionals;
+  if (action !== 'check' && action !== 'repair') return bad('keel log needs an action: check or repair');
+  if (extra !== undefined) return bad(`unexpected argument ${JSON.stringify(extra)}`);
+  if (action === 'check' && values.force === true) return bad('--force only applies to keel log repair');
+  return {
+    ok: true,
+    value: { command: 'log', args: { action, data: pick(str(values.data), env.KEEL_DATA, './data'), json: values.json === true, force: values.force === true } },
+  };
 }

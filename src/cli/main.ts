@@ -4,6 +4,7 @@ import { parseCommand, USAGE } from './args.ts';
 import { processIo } from './io.ts';
 import { EXIT_FAILED, EXIT_OK, runStart } from './start.ts';
 import { runToken } from './token.ts';
+import { runLog } from './log.ts';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, process.env);
@@ -20,6 +21,8 @@ async function main(argv: string[]): Promise<number> {
       return runToken(command.args, processIo);
     case 'start':
       return runStart(command.args, processIo);
+    case 'log':
+      return runLog(command.args, processIo);
   }
 }
 

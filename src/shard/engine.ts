@@ -671,7 +671,7 @@ export function storedShardCount(dir: string): number | null {
  * One engine per data directory: a lock file holding the owner's pid. A stale lock (its process
  * is gone, e.g. after kill -9) is taken over.
  */
-function acquireLock(dir: string): string {
+export function acquireLock(dir: string): string {
   const path = join(dir, 'keel.lock');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

@@ -179,6 +179,52 @@ export class LogStore {
     }
   }
 
+  /**
+   * The first problem of the retained log, or null: a `gap` (an entry missing before later ones:
+   * its write failed, so nothing after it was ever acknowledged) or a `corrupt` entry (its bytes
+   * or chain are wrong: it may have been acknowledged).
+   */
+  check(): { position: number; kind: 'gap' | 'corrupt'; reason: string; /** stored entries after the problem (a corrupt entry itself not counted) */ entries_after: number } | null {
+    let expected = -1;
+    let prev: number | undefined;
+    let problem: { position: number; kind: 'gap' | 'corrupt'; reason: string } | null = null;
+    let after = 0;
+    for (const { key, value } of this.entries.getRange({})) {
+      if (problem !== null) {
+        after++;
+        continue;
+      }
+      if (expected >= 0 && key !== expected) {
+        problem = { position: expected, kind: 'gap', reason: `entry ${expected} is missing; the next stored entry is ${key}` };
+        after = 1;
+        continue;
+      }
+      try {
+        const entry = decodeEntry(value, prev);
+        if (entry.position !== key) throw new CorruptLogError(key, `stored under position ${key} but says ${entry.position}`);
+        prev = entry.checksum;
+      } catch (error) {
+        problem = { position: key, kind: 'corrupt', reason: error instanceof Error ? error.message : String(error) };
+        after = 0;
+        continue;
+      }
+      expected = key + 1;
+    }
+    return problem === null ? null : { ...problem, entries_after: after };
+  }
+
+  /** Removes every entry from `position` on (and their group index); returns how many. */
+  async truncateFrom(position: number): Promise<number> {
+    const keys = [...this.entries.getKeys({ start: position })];
+    const groups: number[] = [];
+    for (const { key, value } of this.groups.getRange({})) if (value >= position) groups.push(key);
+    await this.entries.transaction(() => {
+      for (const key of keys) this.entries.removeSync(key);
+      for (const key of groups) this.groups.removeSync(key);
+    });
+    return keys.length;
+  }
+
   /** This shard's entries for groups after `group_id`, in group order (verified one by one). */
   groupEntriesAfter(group_id: number): Array<{ group_id: number; entry: LogEntry }> {
     const out: Array<{ group_id: number; entry: LogEntry }> = [];
