@@ -100,3 +100,23 @@ t.test('a running engine\'s data directory is left alone', async (t) => {
   t.equal(await runLog(args(data, 'repair'), locked.io), 2);
   t.match(locked.err.join('\n'), /in use by process/);
 });
+
+t.test('a torn last entry and a log missing its start are found too', async (t) => {
+  const torn = await dataDir();
+  t.teardown(() => rmSync(torn, { recursive: true, force: true }));
+  await damage(torn, 5, 'flip');
+  const check = capture();
+  t.equal(await runLog(args(torn, 'check'), check.io), 1, 'check opens a log whose last entry is corrupt');
+  t.match(check.out.join('\n'), /corrupt at 5 .*0 stored entries after it/);
+  t.equal(await runLog(args(torn, 'repair', { force: true }), capture().io), 0);
+  const shard = Shard.open({ dir: join(torn, 'shard-0'), pulse: false });
+  t.equal((await shard.lookupTransfers([10n, 11n, 12n, 13n])).length, 3, 'entries 1-4 replay');
+  await shard.close();
+
+  const headless = await dataDir();
+  t.teardown(() => rmSync(headless, { recursive: true, force: true }));
+  await damage(headless, 1, 'remove');
+  const missing = capture();
+  t.equal(await runLog(args(headless, 'check', { json: true }), missing.io), 1, 'a log that does not start at 1 without a checkpoint');
+  t.match(missing.out[0], /"kind":"gap","reason":"entry 1 is missing/);
+});

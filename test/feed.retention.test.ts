@@ -1,7 +1,8 @@
 // Change-feed retention (PROTOCOL.md section 5): the feed serves the transfers of the retention
-// window (here 1.5 s, on a 2-shard engine); a cursor older than that gets `cursor_expired` naming
-// the oldest cursor still available, `from` omitted starts there, and resuming from it misses
-// nothing still retained.
+// window R (here 1.5 s, on a 2-shard engine), and expires a cursor only once it points behind
+// 1.5 R; such a cursor gets `cursor_expired` naming the oldest cursor still available (shards it
+// had not fallen behind keep its position), `from` omitted starts at the window's start, and a
+// subscriber starting there under steady traffic is not expired at once.
 
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -44,7 +45,10 @@ t.test('a cursor older than retention gets cursor_expired with the oldest cursor
   const start_cursor = first.cursor;
   start.close();
   const early = await batch(1_000n, 200);
-  await new Promise((resolve) => setTimeout(resolve, RETENTION_MS + 500));
+  const at_early = await Raw.hello(gateway.address.url, admin.value.token);
+  const heads_after_early = String((await at_early.request({ op: 'subscribe', from: 'latest' })).cursor);
+  at_early.close();
+  await new Promise((resolve) => setTimeout(resolve, RETENTION_MS * 1.5 + 500));
   const late = await batch(2_000n, 300);
 
   const expired = await Raw.hello(gateway.address.url, admin.value.token);
@@ -69,6 +73,25 @@ t.test('a cursor older than retention gets cursor_expired with the oldest cursor
   t.equal(seen.length, late.length, 'once each');
   t.notOk(seen.some((id) => early.includes(id)), 'nothing expired');
   omitted.close();
+
+  // A cursor behind on shard 0 only keeps its shard-1 position in `oldest`: nothing twice.
+  const [, , h1] = heads_after_early.split('.');
+  const partly = await Raw.hello(gateway.address.url, admin.value.token);
+  const partial = await partly.request({ op: 'subscribe', from: `k2.0.${h1}` });
+  t.equal(partial.error, 'cursor_expired');
+  t.equal(String(partial.oldest).split('.')[2], h1, 'the shard the cursor was not behind on keeps its position');
+  partly.close();
+
+  // Under steady traffic, a subscriber that starts at the window's start is not expired at once.
+  const steady = await Raw.hello(gateway.address.url, admin.value.token);
+  t.notOk((await steady.request({ op: 'subscribe' })).error);
+  for (let k = 0; k < 10; k++) {
+    await batch(3_000n + BigInt(k * 10), 10);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+  }
+  t.notOk(steady.pushes.some((p) => p.push === 'lagging'), 'no lagging while it keeps up');
+  t.ok(ids(steady.pushes).length >= 100, 'and it got the new transfers');
+  steady.close();
 
   // The client library: its iterator ends with a KeelError that names the oldest cursor.
   let caught: unknown;

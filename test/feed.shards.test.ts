@@ -122,7 +122,7 @@ class FakeEngine implements FeedEngine {
       const transfer = all[next++];
       if (ledgers === null || ledgers.includes(transfer.ledger)) transfers.push({ ...transfer });
     }
-    return { feed: { transfers, next, head, oldest: 0 } };
+    return { feed: { transfers, next, head, oldest: 0, floor: 0 } };
   }
 
   onCommitted(listener: (shard: number) => void): () => void {

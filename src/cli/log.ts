@@ -26,6 +26,10 @@ interface ShardReport {
   /** What repair did (or would do): entries dropped from `position` on. */
   dropped: number;
   action: 'none' | 'dropped' | 'refused';
+  /** Why repair refused, when it did. */
+  refusal?: 'checkpoint' | 'corrupt' | 'groups';
+  /** Cross-shard groups in the range a --force repair would drop. */
+  groups?: number[];
 }
 
 /** Returns the exit code: 0 healthy (or repaired), 1 a problem remains, 2 the engine runs. */
@@ -70,17 +74,33 @@ async function inspect(shard_dir: string, shard: number, args: LogArgs): Promise
   const checkpoints = CheckpointStore.open(join(shard_dir, 'state'));
   try {
     const checkpoint = checkpoints.readMeta()?.position ?? 0;
-    const report: ShardReport = { shard, first: log.firstPosition(), head: log.head.position, checkpoint, problem: log.check(), dropped: 0, action: 'none' };
+    // Recovery reads from the checkpoint's entry on (from 1 without a checkpoint): older entries
+    // are kept for followers and readers only, so damage there does not stop a start.
+    const from = checkpoint > 0 ? checkpoint : 1;
+    const report: ShardReport = { shard, first: log.firstPosition(), head: log.head.position, checkpoint, problem: log.check(from), dropped: 0, action: 'none' };
     const problem = report.problem;
     if (problem === null || args.action !== 'repair') return report;
     if (problem.position <= checkpoint) {
       // The checkpoint holds the effects of this entry: it was durable once. Nothing to drop safely.
       report.action = 'refused';
+      report.refusal = 'checkpoint';
       return report;
     }
-    if (problem.kind === 'corrupt' && !args.force) {
-      report.action = 'refused';
-      return report;
+    if (problem.kind === 'corrupt') {
+      if (!args.force) {
+        report.action = 'refused';
+        report.refusal = 'corrupt';
+        return report;
+      }
+      // A corrupt entry may have been acknowledged, and so may a group after it that other shards
+      // logged: dropping this shard's side of it cannot be made consistent.
+      const groups = log.groupsFrom(problem.position);
+      if (groups.length > 0) {
+        report.action = 'refused';
+        report.refusal = 'groups';
+        report.groups = groups;
+        return report;
+      }
     }
     report.dropped = await log.truncateFrom(problem.position);
     report.action = 'dropped';
@@ -98,13 +118,18 @@ function describe(r: ShardReport, args: LogArgs): string {
   const found = `${where}: ${p.kind} at ${p.position} (${p.reason}), ${p.entries_after} stored entr${p.entries_after === 1 ? 'y' : 'ies'} after it`;
   switch (r.action) {
     case 'dropped':
-      return `${found}\n  dropped ${r.dropped} entr${r.dropped === 1 ? 'y' : 'ies'} from ${p.position} on (never acknowledged); the engine can start`;
+      return p.kind === 'gap'
+        ? `${found}\n  dropped ${r.dropped} entr${r.dropped === 1 ? 'y' : 'ies'} from ${p.position} on (after a failed write none of them was acknowledged); the engine can start`
+        : `${found}\n  dropped ${r.dropped} entr${r.dropped === 1 ? 'y' : 'ies'} from ${p.position} on (--force: acknowledged transfers among them are lost)`;
     case 'refused':
-      if (p.position <= r.checkpoint) return `${found}\n  not repaired: the checkpoint covers position ${p.position}; restore this shard from a replica or a backup`;
+      if (r.refusal === 'checkpoint') return `${found}\n  not repaired: the checkpoint covers position ${p.position}; restore this shard from a replica or a backup`;
+      if (r.refusal === 'groups') {
+        return `${found}\n  not repaired: the entries from ${p.position} on hold cross-shard groups (${(r.groups ?? []).join(', ')}) that other shards may have logged; dropping this shard's side cannot be made consistent: restore this shard from a replica or a backup`;
+      }
       return `${found}\n  not repaired: a corrupt entry may have been acknowledged; restore this shard from a replica or a backup, or drop it and everything after with --force (acknowledged transfers are lost)`;
     case 'none':
       return args.action === 'check'
-        ? `${found}\n  ${p.kind === 'gap' ? 'entries after a gap were never acknowledged: `keel log repair` drops them' : 'a corrupt entry may have been acknowledged: see `keel log repair --force`'}`
+        ? `${found}\n  ${p.kind === 'gap' ? 'after a failed write, entries past the gap were never acknowledged: `keel log repair` drops them (if the disk lost data instead, restore from a replica)' : 'a corrupt entry may have been acknowledged: restore from a replica, or see `keel log repair --force`'}`
         : found;
   }
 }

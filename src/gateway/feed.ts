@@ -89,7 +89,7 @@ export function parseCursor(raw: unknown, shard_count: number): CursorParsed {
 }
 
 export type HeadsRead =
-  | { ok: true; heads: number[]; oldest: number[] }
+  | { ok: true; heads: number[]; oldest: number[]; floor: number[] }
   | { ok: false; error: 'unavailable' | 'internal' | 'busy'; message: string };
 
 /**
@@ -102,6 +102,7 @@ export async function readHeads(engine: FeedEngine, shard_count: number): Promis
   );
   const heads: number[] = [];
   const oldest: number[] = [];
+  const floor: number[] = [];
   for (const result of results) {
     if (!('feed' in result)) {
       if ('error' in result) return { ok: false, error: result.error, message: result.message };
@@ -109,8 +110,9 @@ export async function readHeads(engine: FeedEngine, shard_count: number): Promis
     }
     heads.push(result.feed.head);
     oldest.push(result.feed.oldest ?? 0);
+    floor.push(result.feed.floor ?? 0);
   }
-  return { ok: true, heads, oldest };
+  return { ok: true, heads, oldest, floor };
 }
 
 /** Validates `ledgers` (an array of u32): null when absent. */
@@ -272,7 +274,7 @@ export class Subscription {
         return;
       }
       const page = result.feed;
-      if (from < (page.oldest ?? 0)) {
+      if (from < (page.floor ?? 0)) {
         // This subscriber fell behind retention: resuming from its cursor answers cursor_expired.
         this.end({ push: 'lagging', subscription: this.id, cursor: this.cursor });
         return;

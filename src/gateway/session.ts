@@ -460,13 +460,16 @@ export class Session {
       }
       if (positions !== null) {
         for (let shard = 0; shard < shard_count; shard++) {
-          if (positions[shard] < heads.oldest[shard]) {
-            // PROTOCOL.md: the oldest cursor still available, so the consumer can decide to go on.
-            const oldest = formatCursor(heads.oldest.map((first, s) => Math.min(first, heads.heads[s])));
+          if (positions[shard] < heads.floor[shard]) {
+            // PROTOCOL.md: the oldest cursor still available. Shards whose position is still
+            // served keep it, so resuming there delivers nothing twice.
+            const oldest = formatCursor(
+              heads.oldest.map((first, s) => (positions![s] >= heads.floor[s] ? positions![s] : Math.min(first, heads.heads[s]))),
+            );
             this.send({
               id,
               error: 'cursor_expired',
-              message: `cursor is older than the feed's retention (shard ${shard} serves from transfer ${heads.oldest[shard]}, the cursor says ${positions[shard]}); resume from oldest, and consider the transfers in between lost to this consumer`,
+              message: `cursor is older than the feed's retention (shard ${shard} serves from transfer ${heads.floor[shard]}, the cursor says ${positions[shard]}); resume from oldest, and consider the transfers in between lost to this consumer`,
               oldest,
             });
             done?.(op, 'cursor_expired');

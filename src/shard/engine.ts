@@ -403,7 +403,12 @@ export class Engine {
     this.group_stats.events += count;
     this.group_stats.requests += run.length;
     const results = participants.map((shard) =>
-      this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp }], Math.max(count, 1), true),
+      this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp }], Math.max(count, 1), true).then((value) => {
+        // A participant that answers with an error before the group executes (it could not read)
+        // leaves the others at the barrier: the engine stops, which releases them.
+        if ('error' in value && this.groups.has(gid)) this.onShardFailed(shard, `cross-shard group ${gid}: ${value.message}`);
+        return value;
+      }),
     );
     void Promise.all(results).then((values) => {
       if (this.groups.delete(gid)) {
@@ -434,7 +439,8 @@ export class Engine {
 
   private onGroupRead(shard: number, gid: number, read_set: Uint8Array): void {
     const run = this.groups.get(gid);
-    if (run === undefined) return;
+    // After a failure every group still reading was abandoned (its participants told to leave).
+    if (run === undefined || this.failure !== null) return;
     const at = run.participants.indexOf(shard);
     if (at < 0 || run.read_sets[at] !== null) return;
     run.read_sets[at] = read_set;
@@ -449,14 +455,15 @@ export class Engine {
 
   /** A shard holds a due cross-shard pending transfer: an empty group on every shard expires it. */
   private runForeignPulse(): void {
+    // One pulse group at a time: signals that arrive while it waits or runs are covered by it
+    // (each participant reads everything due by its timestamp), and a shard signals again after
+    // it applied, if anything is still due.
     if (this.foreign_pulse_queued || this.failure !== null) return;
     this.foreign_pulse_queued = true;
-    setImmediate(() => {
+    const all = Array.from({ length: this.options.shards }, (_, shard) => shard);
+    void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all).then((result) => {
       this.foreign_pulse_queued = false;
-      const all = Array.from({ length: this.options.shards }, (_, shard) => shard);
-      void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all).then((result) => {
-        if ('error' in result && result.error === 'busy') setTimeout(() => this.runForeignPulse(), 50).unref();
-      });
+      if ('error' in result && result.error === 'busy') setTimeout(() => this.runForeignPulse(), 50).unref();
     });
   }
 

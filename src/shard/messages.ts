@@ -94,7 +94,7 @@ export type ShardResult =
   | { accounts: Account[] }
   | { transfers: Transfer[] }
   | { balances: AccountBalance[] }
-  | { feed: { transfers: Transfer[]; next: number; head: number; oldest: number } }
+  | { feed: { transfers: Transfer[]; next: number; head: number; oldest: number; floor: number } }
   | { error: 'unavailable' | 'internal' | 'busy'; message: string };
 
 /** [request id, result]. */

@@ -83,8 +83,14 @@ export interface FeedPage {
   transfers: Transfer[];
   next: number;
   head: number;
-  /** The first ordinal still served (retention); a read from before it returns nothing. */
+  /** The first ordinal within retention: where a new subscription starts. */
   oldest: number;
+  /**
+   * The first ordinal still served: a read from before it returns nothing (its cursor expired).
+   * It trails `oldest` by half the retention, so a subscriber that starts at `oldest` has that
+   * long to catch up before it could expire.
+   */
+  floor: number;
 }
 
 export interface RecoveryReport {
@@ -506,9 +512,10 @@ export class Shard {
     this.assertServing();
     const all = this.ledger.transfersInOrder();
     const head = this.durable_transfers;
-    const oldest = this.feedOldest(all, head);
+    const oldest = this.feedFirstAfter(all, head, this.feed_retention_ms);
+    const floor = this.feedFirstAfter(all, head, this.feed_retention_ms + Math.floor(this.feed_retention_ms / 2));
     const out: Transfer[] = [];
-    if (from < oldest) return { transfers: out, next: from, head, oldest };
+    if (from < floor) return { transfers: out, next: from, head, oldest, floor };
     let next = Math.max(0, Math.min(from, head));
     const stop = Math.min(head, next + scan_max);
     while (next < stop && out.length < limit) {
@@ -517,13 +524,16 @@ export class Shard {
       if (this.shard_count > 1 && !this.owns(transfer.debit_account_id)) continue;
       if (ledgers === null || ledgers.includes(transfer.ledger)) out.push({ ...transfer });
     }
-    return { transfers: out, next, head, oldest };
+    return { transfers: out, next, head, oldest, floor };
   }
 
-  /** The first ordinal within retention: transfers are in timestamp order, so a binary search. */
-  private feedOldest(all: readonly Transfer[], head: number): number {
+  /**
+   * The first ordinal of a transfer younger than `age_ms` (by transfer timestamp; 0 when
+   * retention is off). Transfers are in timestamp order, so a binary search.
+   */
+  private feedFirstAfter(all: readonly Transfer[], head: number, age_ms: number): number {
     if (this.feed_retention_ms === 0) return 0;
-    const cutoff = this.clock() - BigInt(this.feed_retention_ms) * 1_000_000n;
+    const cutoff = this.clock() - BigInt(age_ms) * 1_000_000n;
     let lo = 0;
     let hi = head;
     while (lo < hi) {

@@ -87,9 +87,16 @@ export class LogStore {
     this.entries = entries;
     this.groups = groups;
     this.head_ = { position: 0, checksum: 0 };
-    for (const { value } of this.entries.getRange({ reverse: true, limit: 1 })) {
-      const entry = decodeEntry(value, undefined);
-      this.head_ = { position: entry.position, checksum: entry.checksum };
+    for (const { key, value } of this.entries.getRange({ reverse: true, limit: 1 })) {
+      try {
+        const entry = decodeEntry(value, undefined);
+        this.head_ = { position: entry.position, checksum: entry.checksum };
+      } catch (error) {
+        // A torn last write: recovery reads the entry again and refuses it with the reason;
+        // `keel log check|repair` must still be able to open the log to find and drop it.
+        this.head_ = { position: key, checksum: 0 };
+        this.failure = error instanceof Error ? error : new Error(String(error));
+      }
     }
     this.durable_position_ = this.head_.position;
   }
@@ -180,21 +187,22 @@ export class LogStore {
   }
 
   /**
-   * The first problem of the retained log, or null: a `gap` (an entry missing before later ones:
+   * The first problem of the log from `from` (where recovery starts reading), or null: a `gap`
+   * (an entry missing before later ones, or the log not reaching back to `from`:
    * its write failed, so nothing after it was ever acknowledged) or a `corrupt` entry (its bytes
    * or chain are wrong: it may have been acknowledged).
    */
-  check(): { position: number; kind: 'gap' | 'corrupt'; reason: string; /** stored entries after the problem (a corrupt entry itself not counted) */ entries_after: number } | null {
-    let expected = -1;
+  check(from: number): { position: number; kind: 'gap' | 'corrupt'; reason: string; /** stored entries after the problem (a corrupt entry itself not counted) */ entries_after: number } | null {
+    let expected = from;
     let prev: number | undefined;
     let problem: { position: number; kind: 'gap' | 'corrupt'; reason: string } | null = null;
     let after = 0;
-    for (const { key, value } of this.entries.getRange({})) {
+    for (const { key, value } of this.entries.getRange({ start: from })) {
       if (problem !== null) {
         after++;
         continue;
       }
-      if (expected >= 0 && key !== expected) {
+      if (key !== expected) {
         problem = { position: expected, kind: 'gap', reason: `entry ${expected} is missing; the next stored entry is ${key}` };
         after = 1;
         continue;
@@ -211,6 +219,13 @@ export class LogStore {
       expected = key + 1;
     }
     return problem === null ? null : { ...problem, entries_after: after };
+  }
+
+  /** Ids of the cross-shard groups whose entries are at or after `position`. */
+  groupsFrom(position: number): number[] {
+    const out: number[] = [];
+    for (const { key, value } of this.groups.getRange({})) if (value >= position) out.push(key);
+    return out;
   }
 
   /** Removes every entry from `position` on (and their group index); returns how many. */
