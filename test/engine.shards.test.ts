@@ -395,3 +395,26 @@ t.test('a cross-shard pending transfer that fell due while the engine was down e
   t.same((await createTransfers(engine, [post(64n, 60n), post(65n, 61n)])).names, ['pending_transfer_expired', 'pending_transfer_expired']);
   await assertBooksBalance(t, engine, 'after expiry across a restart');
 });
+
+t.test('a participant that cannot read a group stops the engine instead of stalling it', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  process.env.KEEL_FAULT_GROUP_READ = '1';
+  let engine: Engine;
+  try {
+    engine = await start(dir);
+  } finally {
+    delete process.env.KEEL_FAULT_GROUP_READ;
+  }
+  t.teardown(cleanup);
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  const cross = await engine.createTransfers(1, encodeTransferBatch([transfer(70n, A0, A1, 1n)]));
+  t.ok('error' in cross, `the cross-shard transfer is answered: ${'error' in cross ? cross.error : 'status'}`);
+  const later = await engine.createTransfers(1, encodeTransferBatch([transfer(71n, A0, B0, 1n)]));
+  t.same('error' in later && later.error, 'unavailable', 'and the engine serves nothing more until a restart');
+  await engine.close();
+  const again = await start(dir);
+  const b = await balances(again, [A0, A1]);
+  t.same([b.get(A0)!.debits_posted, b.get(A1)!.credits_posted], [0n, 0n], 'the group was applied nowhere');
+  await assertBooksBalance(t, again, 'after the failed group');
+  await again.close();
+});

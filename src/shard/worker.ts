@@ -79,6 +79,9 @@ function faultDelay(spec: string | undefined, index: number): number {
   return match !== null && Number(match[1]) === index ? Number(match[2]) : 0;
 }
 
+/** Fault injection for tests only: KEEL_FAULT_GROUP_READ="<shard>" makes that shard fail every group read. */
+const fault_group_read = process.env.KEEL_FAULT_GROUP_READ !== undefined && Number(process.env.KEEL_FAULT_GROUP_READ) === data.index;
+
 // Replies are gathered per event turn and sent in one message.
 let outbox: ShardReply[] = [];
 let flush_scheduled = false;
@@ -240,6 +243,7 @@ function startGroup(id: number, request: GroupRequest): void {
   }
   let read_set: Uint8Array;
   try {
+    if (fault_group_read) throw new Error('fault injected: this shard cannot read its groups (KEEL_FAULT_GROUP_READ)');
     read_set = shard.groupRead(request.kind, request.count, request.body, firstEventTimestamp(request.timestamp, request.count));
   } catch (error) {
     // Could not even read: the shard is not serving. The group's other participants wait for a
