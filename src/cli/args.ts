@@ -9,6 +9,7 @@ export const USAGE = `Usage:
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
+  keel status [--metrics-url URL] [--json]   a running engine's shards and their health
   keel log check [--data DIR] [--json]       find what stops a shard's log from replaying
   keel log repair [--data DIR] [--force] [--json]   drop never-acknowledged entries after a gap
                                              (--force: also a corrupt entry and all after it)
@@ -53,6 +54,12 @@ export type TokenArgs =
   | { action: 'list'; data: string; json: boolean }
   | { action: 'revoke'; data: string; json: boolean; name: string };
 
+export interface StatusArgs {
+  /** The engine's /metrics endpoint (KEEL_METRICS_URL, default http://127.0.0.1:9464/metrics). */
+  metrics_url: string;
+  json: boolean;
+}
+
 export interface LogArgs {
   action: 'check' | 'repair';
   data: string;
@@ -64,6 +71,7 @@ export type Command =
   | { command: 'start'; args: StartArgs }
   | { command: 'token'; args: TokenArgs }
   | { command: 'log'; args: LogArgs }
+  | { command: 'status'; args: StatusArgs }
   | { command: 'help' };
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -104,6 +112,7 @@ export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
   if (command === 'start') return parseStart(rest, env);
   if (command === 'token') return parseToken(rest, env);
   if (command === 'log') return parseLog(rest, env);
+  if (command === 'status') return parseStatus(rest, env);
   return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\` or \`keel log check|repair\` (see \`keel --help\`)`);
 }
 
@@ -208,4 +217,14 @@ function parseLog(argv: string[], env: Env): ArgsResult<Command> {
     ok: true,
     value: { command: 'log', args: { action, data: pick(str(values.data), env.KEEL_DATA, './data'), json: values.json === true, force: values.force === true } },
   };
+}
+
+function parseStatus(argv: string[], env: Env): ArgsResult<Command> {
+  const parsed = parse(argv, { 'metrics-url': { type: 'string' }, json: { type: 'boolean' } });
+  if (!parsed.ok) return parsed;
+  const { values, positionals } = parsed.value;
+  if (positionals.length > 0) return bad(`keel status takes no arguments besides options; got ${JSON.stringify(positionals[0])}`);
+  const metrics_url = pick(str(values['metrics-url']), env.KEEL_METRICS_URL, 'http://127.0.0.1:9464/metrics');
+  if (!/^https?:\/\//.test(metrics_url)) return bad('--metrics-url must be an http(s) URL, e.g. http://127.0.0.1:9464/metrics');
+  return { ok: true, value: { command: 'status', args: { metrics_url, json: values.json === true } } };
 }

@@ -5,6 +5,7 @@ import { processIo } from './io.ts';
 import { EXIT_FAILED, EXIT_OK, runStart } from './start.ts';
 import { runToken } from './token.ts';
 import { runLog } from './log.ts';
+import { runStatus } from './status.ts';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, process.env);
@@ -23,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
       return runStart(command.args, processIo);
     case 'log':
       return runLog(command.args, processIo);
+    case 'status':
+      return runStatus(command.args, processIo);
   }
 }
 
