@@ -790,9 +790,10 @@ export class Ledger {
 
   private indexAccount(account: Account): void {
     this.accounts_by_time.push(account);
+    // A partial ledger never lists an account's transfers (see indexTransfer): no arrays for them.
     this.account_index.set(account.id, {
-      debits: [],
-      credits: [],
+      debits: this.partial ? NO_TRANSFERS : [],
+      credits: this.partial ? NO_TRANSFERS : [],
       history: (account.flags & AccountFlags.history) !== 0 ? [] : null,
     });
     if (this.partial) return;
@@ -1188,6 +1189,8 @@ interface QueryFiltered {
 }
 
 const EMPTY: Transfer[] = [];
+/** Shared by every account of a partial ledger, which never appends to it. */
+const NO_TRANSFERS: Transfer[] = Object.freeze([]) as unknown as Transfer[];
 
 function scanQuery<T extends QueryFiltered>(items: readonly T[], filter: QueryFilter): T[] {
   const out: T[] = [];

@@ -57,16 +57,16 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
   const taken = new Set<bigint>();
   const view = viewOf(body);
 
+  // One lookup in the shard's own maps first: most ids are of another shard's accounts, or new.
+  // (Setting an id already in `accounts` keeps its first place, so the order stays deterministic.)
   const account = (id: bigint): void => {
-    if (accounts.has(id)) return;
     const found = ledger.accounts.get(id);
     if (found !== undefined) accounts.set(id, found);
   };
   const transfer = (id: bigint, with_accounts: boolean): void => {
-    let found = transfers.get(id);
-    if (found === undefined) {
-      found = ledger.transfers.get(id);
-      if (found === undefined) return;
+    const found = ledger.transfers.get(id);
+    if (found === undefined) return;
+    if (!transfers.has(id)) {
       transfers.set(id, found);
       const state = ledger.pending.get(id);
       if (state !== undefined) pending.set(id, state);
