@@ -113,7 +113,7 @@ export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
   if (command === 'token') return parseToken(rest, env);
   if (command === 'log') return parseLog(rest, env);
   if (command === 'status') return parseStatus(rest, env);
-  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\` or \`keel log check|repair\` (see \`keel --help\`)`);
+  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\`, \`keel status\` or \`keel log check|repair\` (see \`keel --help\`)`);
 }
 
 function parseStart(argv: string[], env: Env): ArgsResult<Command> {

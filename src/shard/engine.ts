@@ -81,7 +81,7 @@ function importedFlag(item: QueuedGroup, record_bytes: number): boolean {
   return item.count > 0 && (flagsAt(item, record_bytes, 0) & flag) !== 0;
 }
 
-/** A request whose last event is linked ends in linked_event_chain_open: it must run alone. */
+/** A request whose last event is linked ends in linked_event_chain_open: nothing may follow it in a merged group. */
 function opensChain(item: QueuedGroup, record_bytes: number): boolean {
   return item.count === 0 || (flagsAt(item, record_bytes, item.count - 1) & LINKED_FLAG) !== 0;
 }
