@@ -22,7 +22,7 @@ import type {
 import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
 import { CheckpointStore } from '../storage/checkpoint.ts';
 import { decodeAccountBatch, decodeTransferBatch, encodeAccountBatch, encodeTransferBatch } from '../storage/codec.ts';
-import { CorruptLogError, LogOp, LogStore, type LogEntry } from '../storage/log.ts';
+import { CorruptLogError, LogOp, LogStore, decodeEntry, type LogEntry } from '../storage/log.ts';
 import { stateHash } from '../storage/hash.ts';
 import { shardOfAccount } from './partition.ts';
 import {
@@ -344,10 +344,15 @@ export class Shard {
   }
 
   private afterAppend(objects: number): void {
+    this.entries_since_checkpoint++;
+    this.afterEntry(objects);
+  }
+
+  /** After an entry is applied and appended (counted already): checkpoint when due, look for expiry. */
+  private afterEntry(objects: number): void {
     // Whatever was due may have expired with this entry: look again.
     this.due_signalled.local = false;
     this.due_signalled.foreign = false;
-    this.entries_since_checkpoint++;
     this.objects_since_checkpoint += objects;
     if (
       this.checkpoint_in_flight === null &&
@@ -356,6 +361,44 @@ export class Shard {
       void this.checkpoint();
     }
     this.schedulePulse();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Replicas (docs/replication.md): a follower takes the leader's entries as they were stored.
+
+  /**
+   * Appends the leader's entry as it was stored (verified to follow this log: position, epoch,
+   * checksum chain) and applies it as replay would, so the follower's state stays byte-identical
+   * to the leader's. Resolves once the entry is durable here.
+   */
+  applyStored(bytes: Uint8Array): Promise<number> {
+    this.assertServing();
+    assert(!this.paused, 'no entry is applied while a group holds the shard');
+    const entry = decodeEntry(bytes, undefined);
+    const group_id = entry.op === LogOp.group ? decodeGroupEntry(entry.body).gid : 0;
+    // Appended first (it checks that the entry follows), then applied: if applying fails the
+    // shard stops, and a restart replays the entry from the log.
+    const durable = this.log.appendStored(bytes, group_id);
+    this.last_append = durable;
+    durable.catch((error: unknown) => this.fail(error));
+    try {
+      this.replay(entry);
+    } catch (error) {
+      this.fail(error);
+      throw error;
+    }
+    this.afterEntry(2 * entry.count);
+    const transfers_after = this.ledger.transfersInOrder().length;
+    return durable.then((position) => {
+      if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
+      this.last_commit_unix_ms = Date.now();
+      return position;
+    });
+  }
+
+  /** This shard's stored log entries from `from` (at most `limit`), as a leader ships them. */
+  storedEntries(from: number, limit: number): Uint8Array[] {
+    return this.log.readStored(from, limit);
   }
 
   // ---------------------------------------------------------------------------------------------

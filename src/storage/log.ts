@@ -51,6 +51,16 @@ export interface LogHead {
   checksum: number;
 }
 
+/** A replicated entry that cannot follow this log: out of order, from an older epoch, or not chained. */
+export class ReplicaEntryError extends Error {
+  constructor(
+    readonly code: 'out_of_order' | 'stale_epoch' | 'not_chained',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export class CorruptLogError extends Error {
   readonly code = 'log_corrupt';
   constructor(
@@ -77,6 +87,8 @@ export class LogStore {
   /** Group id → log position of this shard's entry for that cross-shard group. */
   private readonly groups: Database<number, number>;
   private head_: LogHead;
+  /** The epoch of the last entry: a replicated entry of an older epoch is refused. */
+  private head_epoch = 0;
   private durable_position_: number;
   private failure: Error | null = null;
   private last_append: Promise<unknown> = Promise.resolve();
@@ -91,6 +103,7 @@ export class LogStore {
       try {
         const entry = decodeEntry(value, undefined);
         this.head_ = { position: entry.position, checksum: entry.checksum };
+        this.head_epoch = entry.epoch;
       } catch (error) {
         // A torn last write: recovery reads the entry again and refuses it with the reason;
         // `keel log check|repair` must still be able to open the log to find and drop it.
@@ -141,9 +154,42 @@ export class LogStore {
   ): Promise<number> {
     if (this.failure !== null) return Promise.reject(this.failure);
     if ((op === LogOp.group) !== group_id > 0) throw new RangeError('a group entry, and only one, carries a group id');
+    if (epoch < this.head_epoch) throw new RangeError(`epoch ${epoch} is older than the log's ${this.head_epoch}`);
     const position = this.head_.position + 1;
     const bytes = encodeEntry(position, epoch, op, now_ns, count, body, this.head_.checksum, runs);
+    return this.write(position, epoch, bytes, group_id);
+  }
+
+  /**
+   * A replica's append: the leader's entry exactly as the leader stored it, verified to follow
+   * this log (next position, same or newer epoch, checksum chain). Resolves once it is durable.
+   */
+  appendStored(bytes: Uint8Array, group_id = 0): Promise<number> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const entry = decodeEntry(bytes, undefined);
+    if (entry.position !== this.head_.position + 1) {
+      throw new ReplicaEntryError('out_of_order', `entry ${entry.position} does not follow this log's head ${this.head_.position}`);
+    }
+    if (entry.epoch < this.head_epoch) {
+      throw new ReplicaEntryError('stale_epoch', `entry ${entry.position} is of epoch ${entry.epoch}, older than this log's ${this.head_epoch}`);
+    }
+    if (entry.prev_checksum !== this.head_.checksum) {
+      throw new ReplicaEntryError('not_chained', `entry ${entry.position} does not chain to this log's entry ${this.head_.position} (diverged)`);
+    }
+    if ((entry.op === LogOp.group) !== group_id > 0) throw new RangeError('a group entry, and only one, carries a group id');
+    return this.write(entry.position, entry.epoch, Buffer.from(bytes), group_id);
+  }
+
+  /** Stored entries from `from`, at most `limit`, exactly as stored (what a leader ships). */
+  readStored(from: number, limit: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const { value } of this.entries.getRange({ start: from, limit })) out.push(Buffer.from(value));
+    return out;
+  }
+
+  private write(position: number, epoch: number, bytes: Buffer, group_id: number): Promise<number> {
     this.head_ = { position, checksum: bytes.readUInt32LE(48) };
+    this.head_epoch = epoch;
     // Both puts are issued in one event turn, so lmdb-js commits them in one transaction: the
     // index never lacks a durable group entry.
     const put = (): Promise<unknown> => {
@@ -237,6 +283,14 @@ export class LogStore {
       for (const key of keys) this.entries.removeSync(key);
       for (const key of groups) this.groups.removeSync(key);
     });
+    this.head_ = { position: 0, checksum: 0 };
+    this.head_epoch = 0;
+    for (const { value } of this.entries.getRange({ reverse: true, limit: 1 })) {
+      const entry = decodeEntry(value, undefined);
+      this.head_ = { position: entry.position, checksum: entry.checksum };
+      this.head_epoch = entry.epoch;
+    }
+    this.durable_position_ = Math.min(this.durable_position_, this.head_.position);
     return keys.length;
   }
 

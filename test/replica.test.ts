@@ -1,0 +1,53 @@
+// A follower takes the leader's log entries exactly as the leader stored them (the primitive that
+// replication across centers ships, docs/replication.md): its state ends byte-identical to the
+// leader's, it survives its own restart, and it refuses, changing nothing, an entry that does not
+// follow its log: a resend, a gap, corrupted bytes, an older epoch, or a diverged chain.
+
+import t from 'tap';
+import { join } from 'node:path';
+import { Shard } from '../src/shard/shard.ts';
+import { LogOp, encodeEntry } from '../src/storage/log.ts';
+import { AccountFlags, TransferFlags } from '../src/ledger/types.ts';
+import { account, pending, post, transfer } from './support/builders.ts';
+import { tempDir } from './support/shard-helpers.ts';
+
+t.test('a follower applying the stored entries ends identical to the leader, and refuses what does not follow', async (t) => {
+  const { dir, cleanup } = tempDir('keel-replica-');
+  t.teardown(cleanup);
+  const leader = Shard.open({ dir: join(dir, 'leader'), pulse: false });
+  let follower = Shard.open({ dir: join(dir, 'follower'), pulse: false });
+  await leader.createAccounts([account(1n), account(2n, { flags: AccountFlags.history }), account(3n, { flags: AccountFlags.debits_must_not_exceed_credits })]);
+  await leader.createTransfers([transfer(10n, 1n, 2n, 100n), pending(11n, 2n, 1n, 40n), transfer(12n, 3n, 1n, 5n)]);
+  await leader.createTransfers([post(13n, 11n, 30n), transfer(14n, 1n, 2n, 1n, { flags: TransferFlags.linked }), transfer(15n, 3n, 2n, 9n)]);
+
+  const entries = leader.storedEntries(1, 100);
+  t.equal(entries.length, leader.head_position, 'every entry is shipped');
+  for (const bytes of entries) await follower.applyStored(bytes);
+  t.equal(follower.stateHash(), leader.stateHash(), 'the follower is byte-identical to the leader');
+  t.same(await follower.getAccountBalances({ account_id: 2n, user_data_64: 0n, user_data_32: 0, code: 0, timestamp_min: 0n, timestamp_max: 0n, limit: 10, flags: 3 }), await leader.getAccountBalances({ account_id: 2n, user_data_64: 0n, user_data_32: 0, code: 0, timestamp_min: 0n, timestamp_max: 0n, limit: 10, flags: 3 }), 'history too');
+
+  const before = follower.stateHash();
+  t.throws(() => follower.applyStored(entries[1]), { code: 'out_of_order' }, 'a resend of an applied entry');
+  await leader.createTransfers([transfer(16n, 1n, 2n, 2n)]);
+  await leader.createTransfers([transfer(17n, 1n, 2n, 3n)]);
+  const [next, after_next] = leader.storedEntries(follower.head_position + 1, 2);
+  t.throws(() => follower.applyStored(after_next), { code: 'out_of_order' }, 'a gap');
+  const corrupt = Buffer.from(next);
+  corrupt[corrupt.length - 1] ^= 0xff;
+  t.throws(() => follower.applyStored(corrupt), { code: 'log_corrupt' }, 'corrupted bytes');
+  const stale = encodeEntry(follower.head_position + 1, 0, LogOp.pulse, 1n, 0, Buffer.alloc(0), 0);
+  t.throws(() => follower.applyStored(stale), { code: 'stale_epoch' }, 'an older epoch');
+  const diverged = encodeEntry(follower.head_position + 1, 1, LogOp.pulse, 1n, 0, Buffer.alloc(0), 12345);
+  t.throws(() => follower.applyStored(diverged), { code: 'not_chained' }, 'an entry of another history');
+  t.equal(follower.stateHash(), before, 'none of them changed anything');
+
+  await follower.applyStored(next);
+  await follower.applyStored(after_next);
+  t.equal(follower.stateHash(), leader.stateHash(), 'and it goes on with the right ones');
+
+  await follower.close();
+  follower = Shard.open({ dir: join(dir, 'follower'), pulse: false });
+  t.equal(follower.stateHash(), leader.stateHash(), 'the same after the follower restarts from its own log');
+  await follower.close();
+  await leader.close();
+});
