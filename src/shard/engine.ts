@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { ShardHandle, type RecoveryInfo } from './handle.ts';
 import { ShardOp, type GroupEntryWire, type ShardResult } from './messages.ts';
 import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
-import { EVENTS_PER_REQUEST_MAX, QueryFilterFlags } from '../ledger/types.ts';
+import { AccountFlags, EVENTS_PER_REQUEST_MAX, QueryFilterFlags, TransferFlags } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
-import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
+import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
 import { Sequencer } from './clock.ts';
 import { GroupKind, decodeGroupEntry, type GroupKindValue } from './group.ts';
 import type { IdFilter } from './idfilter.ts';
@@ -66,24 +66,17 @@ interface QueuedGroup {
   resolve: (result: ShardResult) => void;
 }
 
-const LINKED_FLAG = 1 << 0;
-const IMPORTED_TRANSFER_FLAG = 1 << 8;
-const IMPORTED_ACCOUNT_FLAG = 1 << 4;
+type RecordBytes = typeof TRANSFER_BYTES | typeof ACCOUNT_INPUT_BYTES;
 
-/** A record's u16 flags: transfers at byte 70, accounts at byte 34. */
-function flagsAt(item: QueuedGroup, record_bytes: number, index: number): number {
-  const at = index * record_bytes + (record_bytes === TRANSFER_BYTES ? 70 : 34);
-  return item.body[at] | (item.body[at + 1] << 8);
-}
-
-function importedFlag(item: QueuedGroup, record_bytes: number): boolean {
-  const flag = record_bytes === TRANSFER_BYTES ? IMPORTED_TRANSFER_FLAG : IMPORTED_ACCOUNT_FLAG;
-  return item.count > 0 && (flagsAt(item, record_bytes, 0) & flag) !== 0;
+function importedFlag(item: QueuedGroup, record_bytes: RecordBytes): boolean {
+  const flag = record_bytes === TRANSFER_BYTES ? TransferFlags.imported : AccountFlags.imported;
+  return item.count > 0 && (recordFlags(item.body, 0, record_bytes) & flag) !== 0;
 }
 
 /** A request whose last event is linked ends in linked_event_chain_open: nothing may follow it in a merged group. */
-function opensChain(item: QueuedGroup, record_bytes: number): boolean {
-  return item.count === 0 || (flagsAt(item, record_bytes, item.count - 1) & LINKED_FLAG) !== 0;
+function opensChain(item: QueuedGroup, record_bytes: RecordBytes): boolean {
+  // `linked` is bit 0 for accounts and transfers alike.
+  return item.count === 0 || (recordFlags(item.body, item.count - 1, record_bytes) & TransferFlags.linked) !== 0;
 }
 
 const LAYOUT_FILE = 'keel.json';
@@ -101,6 +94,10 @@ export class Engine {
   private started = false;
   private readonly early_due: Array<[number, 'local' | 'foreign']> = [];
   private readonly committed_listeners = new Set<(shard: number) => void>();
+  /**
+   * Groups dispatched whose participants have not all read yet: at most one, because new groups
+   * wait while one reads (runGroup).
+   */
   private readonly groups = new Map<number, GroupRun>();
   private next_gid = 1;
   private failure: string | null = null;
@@ -110,8 +107,6 @@ export class Engine {
   private readonly group_queue: QueuedGroup[] = [];
   private group_queue_events = 0;
   private group_flush_scheduled = false;
-  /** Groups dispatched whose participants have not all read yet (at most one: see runGroup). */
-  private groups_reading = 0;
 
   private constructor(options: EngineOptions, lock_path: string) {
     this.options = options;
@@ -315,11 +310,11 @@ export class Engine {
   }
 
   private scheduleGroupFlush(): void {
-    if (this.group_flush_scheduled || this.groups_reading > 0 || this.group_queue.length === 0) return;
+    if (this.group_flush_scheduled || this.groups.size > 0 || this.group_queue.length === 0) return;
     this.group_flush_scheduled = true;
     queueMicrotask(() => {
       this.group_flush_scheduled = false;
-      if (this.groups_reading > 0) return;
+      if (this.groups.size > 0) return;
       const merged = this.takeMergeable();
       if (merged.length > 0) this.dispatchGroup(merged);
     });
@@ -371,7 +366,7 @@ export class Engine {
     };
     for (const shard of participants) {
       if (!this.handles[shard].hasRoom(count)) {
-        answer({ error: 'busy', message: `shard ${shard} has too many events queued; retry later` });
+        answer(busy(shard));
         this.scheduleGroupFlush();
         return;
       }
@@ -398,7 +393,6 @@ export class Engine {
     const gid = this.next_gid++;
     const timestamp = this.sequencer.reserve(count);
     this.groups.set(gid, { gid, participants, count, read_sets: participants.map(() => null), arrived: 0 });
-    this.groups_reading++;
     this.group_stats.groups++;
     this.group_stats.events += count;
     this.group_stats.requests += run.length;
@@ -413,7 +407,6 @@ export class Engine {
     void Promise.all(results).then((values) => {
       if (this.groups.delete(gid)) {
         // Answered without every participant reading (a shard failed): stop holding the queue.
-        this.groups_reading--;
         this.scheduleGroupFlush();
       }
       for (const value of values) {
@@ -449,7 +442,6 @@ export class Engine {
     const read_sets = run.read_sets as Uint8Array[];
     for (const participant of run.participants) this.handles[participant].groupExec(gid, read_sets);
     this.groups.delete(gid);
-    this.groups_reading--;
     this.scheduleGroupFlush();
   }
 

@@ -21,6 +21,7 @@ import {
   readAccount,
   readPending,
   readTransfer,
+  recordFlags,
   viewOf,
   writeAccount,
   writePending,
@@ -92,13 +93,13 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
       if (ledger.transient.has(id)) transient.add(id);
       const pending_id = view.getBigUint64(at + 32, true);
       if (pending_id !== 0n) transfer(pending_id, true);
-      if ((view.getUint16(at + 70, true) & TransferFlags.imported) !== 0) imported(view.getBigUint64(at + 48, true));
+      if ((recordFlags(body, i, TRANSFER_BYTES) & TransferFlags.imported) !== 0) imported(view.getBigUint64(at + 48, true));
     }
   } else if (kind === GroupKind.accounts) {
     for (let i = 0; i < count; i++) {
       const at = i * ACCOUNT_INPUT_BYTES;
       account(view.getBigUint64(at, true));
-      if ((view.getUint16(at + 34, true) & AccountFlags.imported) !== 0) imported(view.getBigUint64(at + 16, true));
+      if ((recordFlags(body, i, ACCOUNT_INPUT_BYTES) & AccountFlags.imported) !== 0) imported(view.getBigUint64(at + 16, true));
     }
   }
   // Earliest deadlines first, at most due_max of them: a long outage can leave more due than one

@@ -25,6 +25,7 @@ import { decodeAccountBatch, decodeTransferBatch, encodeAccountBatch, encodeTran
 import { CorruptLogError, LogOp, LogStore, decodeEntry, type LogEntry } from '../storage/log.ts';
 import { stateHash } from '../storage/hash.ts';
 import { shardOfAccount } from './partition.ts';
+import { wallClock, type WallClock } from './clock.ts';
 import {
   buildReadSet,
   decodeGroupEntry,
@@ -37,10 +38,10 @@ import {
   type ReadSet,
 } from './group.ts';
 
-export type Clock = () => bigint;
+export type Clock = WallClock;
 
 /** Wall-clock nanoseconds; the ledger itself keeps timestamps strictly increasing. */
-export const systemClock: Clock = () => BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n;
+export const systemClock: Clock = wallClock;
 
 export interface ShardOptions {
   /** This shard's data directory; holds `log/` and `state/` LMDB environments. */

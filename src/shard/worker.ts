@@ -7,7 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Shard } from './shard.ts';
 import { ShardMetrics } from '../metrics/shard.ts';
 import { LogOp } from '../storage/log.ts';
-import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
+import { EVENTS_PER_REQUEST_MAX, TransferFlags } from '../ledger/types.ts';
+import { TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
 import { IdFilter } from './idfilter.ts';
 import { firstEventTimestamp } from './group.ts';
 import {
@@ -167,22 +168,16 @@ function handle(request: ShardRequest): void {
 // request leaves a linked chain open (its last event is not linked) and each request's import
 // mode (taken from its first event) is the run's. Many small requests then cost one log append.
 type CreateTransfers = [number, typeof ShardOp.create_transfers, CreateRequest];
-const TRANSFER_RECORD_BYTES = 72;
-const FLAGS_OFFSET = 70;
-const LINKED = 1 << 0;
-const IMPORTED = 1 << 8;
 
-/** A record's u16 flags (little-endian), read without a DataView per request. */
 function flagsOf(body: Uint8Array, index: number): number {
-  const at = index * TRANSFER_RECORD_BYTES + FLAGS_OFFSET;
-  return body[at] | (body[at + 1] << 8);
+  return recordFlags(body, index, TRANSFER_BYTES);
 }
 
 function mergeable(request: ShardRequest): request is CreateTransfers {
   if (request[1] !== ShardOp.create_transfers) return false;
   const { count, body } = request[2];
-  if (count <= 0 || body.byteLength !== count * TRANSFER_RECORD_BYTES) return false; // handled alone: its own error
-  return (flagsOf(body, count - 1) & LINKED) === 0;
+  if (count <= 0 || body.byteLength !== count * TRANSFER_BYTES) return false; // handled alone: its own error
+  return (flagsOf(body, count - 1) & TransferFlags.linked) === 0;
 }
 
 function handleRun(run: CreateTransfers[]): void {
@@ -195,7 +190,7 @@ function handleRun(run: CreateTransfers[]): void {
   const started = performance.now();
   let result: Promise<{ status: number[]; timestamp: bigint[] }>;
   try {
-    const body = new Uint8Array(count * TRANSFER_RECORD_BYTES);
+    const body = new Uint8Array(count * TRANSFER_BYTES);
     const runs: Array<[bigint, number]> = [];
     let offset = 0;
     for (const request of run) {
@@ -333,7 +328,7 @@ function handleAll(requests: ShardRequest[]): void {
       continue;
     }
     const { count, body } = request[2];
-    const imported = flagsOf(body, 0) & IMPORTED;
+    const imported = flagsOf(body, 0) & TransferFlags.imported;
     if (run.length > 0 && (imported !== run_imported || run_events + count > EVENTS_PER_REQUEST_MAX)) flush();
     run.push(request);
     run_events += count;

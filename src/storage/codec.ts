@@ -11,6 +11,15 @@ export const ACCOUNT_BYTES = 72;
 export const BALANCE_BYTES = 40;
 export const PENDING_BYTES = 16;
 
+/**
+ * The u16 flags of record `index` of an encoded batch: transfers (72-byte records, flags at 70)
+ * or account inputs (40-byte records, flags at 34). Read from the bytes, without a DataView.
+ */
+export function recordFlags(body: Uint8Array, index: number, record_bytes: typeof TRANSFER_BYTES | typeof ACCOUNT_INPUT_BYTES): number {
+  const at = index * record_bytes + (record_bytes === TRANSFER_BYTES ? 70 : 34);
+  return body[at] | (body[at + 1] << 8);
+}
+
 export function writeTransfer(view: DataView, offset: number, t: Transfer): void {
   view.setBigUint64(offset + 0, t.id, true);
   view.setBigUint64(offset + 8, t.debit_account_id, true);
