@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import=tsx', join(ROOT, 'bench/transfers.ts'), ...args], { cwd: ROOT });
+function bench(args: string[], script = 'bench/transfers.ts'): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import=tsx', join(ROOT, script), ...args], { cwd: ROOT });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -74,4 +74,13 @@ t.test('bench/transfers: two-phase transfers in the open loop balance too', asyn
   const report = JSON.parse(stdout.trim()) as BenchReport;
   t.equal(report.transfers_created, 2000, 'pending transfers, posts and voids add up to the count');
   t.equal(report.balance_mismatches, 0);
+});
+
+t.test('bench/engine: 2 shards in process, half the transfers cross-shard, --json', async (t) => {
+  const { code, stdout, stderr } = await bench(['--shards', '2', '--cross-shard', '0.5', '--accounts', '200', '--batches', '3', '--batch', '100', '--json'], 'bench/engine.ts');
+  t.equal(code, 0, stderr);
+  const report = JSON.parse(stdout.trim()) as { transfers: number; failed: number; cross_shard_groups: number; cross_shard_share: number };
+  t.equal(report.transfers, 300);
+  t.equal(report.failed, 0, 'every transfer created');
+  t.ok(report.cross_shard_groups >= 1 && report.cross_shard_share > 0.3, 'cross-shard transfers ran as groups');
 });
