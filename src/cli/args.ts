@@ -6,6 +6,7 @@ import { SHARDS_MAX } from '../shard/router.ts';
 
 export const USAGE = `Usage:
   keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--tls-cert FILE --tls-key FILE] [--center NAME]
+             [--etcd URLS --peers NAME=HOST:PORT,... [--cluster NAME] [--replication-port PORT] [--min-insync N] [--lease-ttl S]]
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
@@ -27,6 +28,16 @@ Options (and their environment variables):
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
+ Active centers (docs/replication.md; all of these, or none for a single center):
+  --etcd URLS       etcd endpoints, comma-separated: joins a cluster (KEEL_ETCD)
+  --peers LIST      the other centers, NAME=HOST:PORT of their replication ports (KEEL_PEERS)
+  --cluster NAME    the cluster's name in etcd (KEEL_CLUSTER, default keel)
+  --replication-host H / --replication-port P   where peers reach this center
+                    (KEEL_REPLICATION_HOST, default 127.0.0.1; KEEL_REPLICATION_PORT, default 7170)
+  --min-insync N    writes are refused while fewer centers are in sync (KEEL_MIN_INSYNC, default 2)
+  --lease-ttl S     the leader's etcd lease in seconds, at least 2 (KEEL_LEASE_TTL, default 2)
+                    KEEL_CLUSTER_SECRET (16+ characters, the same on every center) is required;
+                    KEEL_REPLICA_LAG_MAX_MS: a follower behind this long leaves the in-sync set (2000)
   --scopes LIST     comma-separated: ledger:read, ledger:write, banking:read, banking:write, subscribe, admin
   --json            machine-readable output
 Logs are JSON lines on stderr; KEEL_LOG_LEVEL sets the level (default warn).`;
@@ -47,6 +58,21 @@ export interface StartArgs {
   tls_cert: string | null;
   tls_key: string | null;
   center: string;
+  /** Present when the center joins a cluster. */
+  cluster: ClusterArgs | null;
+}
+
+export interface ClusterArgs {
+  etcd: string[];
+  peers: Record<string, string>;
+  name: string;
+  replication_host: string;
+  replication_port: number;
+  min_insync: number;
+  lease_ttl_s: number;
+  /** A follower behind this long leaves the in-sync set (KEEL_REPLICA_LAG_MAX_MS). */
+  lag_max_ms: number;
+  secret: string;
 }
 
 export type TokenArgs =
@@ -128,9 +154,18 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     center: { type: 'string' },
+    etcd: { type: 'string' },
+    peers: { type: 'string' },
+    cluster: { type: 'string' },
+    'replication-host': { type: 'string' },
+    'replication-port': { type: 'string' },
+    'min-insync': { type: 'string' },
+    'lease-ttl': { type: 'string' },
   });
   if (!parsed.ok) return parsed;
   const { values, positionals } = parsed.value;
+  const cluster = parseCluster(values, env);
+  if (!cluster.ok) return cluster;
   if (positionals.length > 0) return bad(`keel start takes no arguments besides options; got ${JSON.stringify(positionals[0])}`);
   const port = integer('--port', pick(str(values.port), env.KEEL_PORT, '7070'), 0, 65535);
   if (!port.ok) return port;
@@ -166,7 +201,50 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
         tls_cert: cert === '' ? null : cert,
         tls_key: key === '' ? null : key,
         center: pick(str(values.center), env.KEEL_CENTER, 'local'),
+        cluster: cluster.value,
       },
+    },
+  };
+}
+
+function parseCluster(values: Record<string, string | boolean | undefined>, env: Env): ArgsResult<ClusterArgs | null> {
+  const etcd = pick(str(values.etcd), env.KEEL_ETCD, '');
+  const peers_text = pick(str(values.peers), env.KEEL_PEERS, '');
+  if (etcd === '') {
+    if (peers_text !== '') return bad('--peers needs --etcd (the cluster coordinates through etcd); or drop --peers for a single center');
+    return { ok: true, value: null };
+  }
+  const endpoints = etcd.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (!endpoints.every((e) => /^https?:\/\/[^\s/]+$/.test(e))) return bad(`--etcd takes URLs like http://127.0.0.1:2379, comma-separated; got ${JSON.stringify(etcd)}`);
+  const peers: Record<string, string> = {};
+  for (const item of peers_text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const match = /^([a-z0-9][a-z0-9_-]{0,62})=([^\s=]+:\d{1,5})$/.exec(item);
+    if (match === null) return bad(`--peers: ${JSON.stringify(item)} is not NAME=HOST:PORT (names: a-z, 0-9, _ and -)`);
+    peers[match[1]] = match[2];
+  }
+  if (Object.keys(peers).length === 0) return bad('--peers must name the other centers, e.g. --peers b=10.0.0.2:7170,c=10.0.0.3:7170');
+  const port = integer('--replication-port', pick(str(values['replication-port']), env.KEEL_REPLICATION_PORT, '7170'), 0, 65535);
+  if (!port.ok) return port;
+  const min_insync = integer('--min-insync', pick(str(values['min-insync']), env.KEEL_MIN_INSYNC, '2'), 1, Object.keys(peers).length + 1);
+  if (!min_insync.ok) return min_insync;
+  const ttl = integer('--lease-ttl', pick(str(values['lease-ttl']), env.KEEL_LEASE_TTL, '2'), 2, 60);
+  if (!ttl.ok) return ttl;
+  const lag = integer('KEEL_REPLICA_LAG_MAX_MS', env.KEEL_REPLICA_LAG_MAX_MS ?? '2000', 100, 600_000);
+  if (!lag.ok) return lag;
+  const secret = env.KEEL_CLUSTER_SECRET ?? '';
+  if (secret.length < 16) return bad('a cluster needs KEEL_CLUSTER_SECRET set to the same secret of at least 16 characters on every center');
+  return {
+    ok: true,
+    value: {
+      etcd: endpoints,
+      peers,
+      name: pick(str(values.cluster), env.KEEL_CLUSTER, 'keel'),
+      replication_host: pick(str(values['replication-host']), env.KEEL_REPLICATION_HOST, '127.0.0.1'),
+      replication_port: port.value,
+      min_insync: min_insync.value,
+      lease_ttl_s: ttl.value,
+      lag_max_ms: lag.value,
+      secret,
     },
   };
 }

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Engine, EngineLockedError, storedShardCount } from '../shard/engine.ts';
+import { Center } from '../replication/center.ts';
 import { SHARDS_MAX } from '../shard/router.ts';
 import { availableParallelism } from 'node:os';
 import { createLogger } from '../gateway/log.ts';
@@ -59,10 +60,37 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     tls = { cert: cert.value, key: key.value };
   }
 
-  let engine: Engine;
+  const logger = createLogger();
+  let engine: Engine | Center;
   try {
     const shards = args.shards ?? storedShardCount(data_dir) ?? Math.min(SHARDS_MAX, availableParallelism());
-    engine = await Engine.start({ data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX, feed_retention_ms: args.feed_retention_hours * 3_600_000 });
+    const engine_options = { data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX, feed_retention_ms: args.feed_retention_hours * 3_600_000 };
+    if (args.cluster === null) engine = await Engine.start(engine_options);
+    else {
+      const cluster = args.cluster;
+      engine = await Center.start({
+        engine: engine_options,
+        cluster: {
+          cluster: cluster.name,
+          center: args.center,
+          peers: cluster.peers,
+          etcd_endpoints: cluster.etcd,
+          secret: cluster.secret,
+          replication_host: cluster.replication_host,
+          replication_port: cluster.replication_port,
+          min_insync: cluster.min_insync,
+          lease_ttl_s: cluster.lease_ttl_s,
+          lag_max_ms: cluster.lag_max_ms,
+        },
+        on_event: (event, fields) => logger.info(fields, event),
+        on_fatal: (message) => {
+          // The engine's state is not what the cluster needs: a restart recovers from the log.
+          logger.error({ reason: message }, 'center stopped');
+          io.err(`keel: ${message}`);
+          process.exit(EXIT_FAILED);
+        },
+      });
+    }
   } catch (error) {
     if (error instanceof EngineLockedError) {
       io.err(`keel: ${error.message}`);
@@ -71,7 +99,6 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     return fail(io, `cannot start the engine on ${data_dir}: ${(error as Error).message}`);
   }
 
-  const logger = createLogger();
   const opened = TokenStore.open(data_dir);
   if (!opened.ok) {
     await engine.close();
@@ -102,7 +129,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     return fail(io, listenAdvice(error as NodeJS.ErrnoException, args));
   }
   const live = gateway;
-  metrics.attach({ connections: () => live.connections, inflight: () => live.inflight, shardLoads: () => engine.shardLoads(), queue_events_max: engine.options.queue_events_max });
+  metrics.attach({ connections: () => live.connections, inflight: () => live.inflight, shardLoads: () => engine.shardLoads(), queue_events_max: QUEUE_EVENTS_MAX });
   let metrics_server: MetricsServer | null = null;
   if (args.metrics_port >= 0) {
     try {
@@ -133,7 +160,11 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
   banner.push(`  metrics         ${metrics_server === null ? 'off' : metrics_server.url}`);
   banner.push(`  data directory  ${data_dir}`);
   banner.push(`  center          ${args.center}`);
-  engine.recovery.forEach((r, shard) => {
+  if (engine instanceof Center) {
+    const status = engine.status();
+    banner.push(`  cluster         ${args.cluster?.name}: ${status.role} in epoch ${status.epoch}, in sync ${status.isr.join(', ')}; replication on ${engine.replication_address}`);
+  }
+  if (engine instanceof Engine) engine.recovery.forEach((r, shard) => {
     const replay = r.replayed_entries === 0 ? 'nothing to replay' : `replayed ${r.replayed_entries} log entries`;
     banner.push(
       `  recovery        shard ${shard}: checkpoint at log position ${r.checkpoint_position}, ${replay}, ` +

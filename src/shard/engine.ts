@@ -9,7 +9,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ShardHandle, type RecoveryInfo } from './handle.ts';
-import { ShardOp, type GroupEntryWire, type ShardResult } from './messages.ts';
+import { ShardOp, type GroupEntryWire, type LogHeadWire, type ShardResult } from './messages.ts';
 import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
 import { AccountFlags, EVENTS_PER_REQUEST_MAX, QueryFilterFlags, TransferFlags } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
@@ -30,6 +30,20 @@ export interface EngineOptions {
   queue_events_max: number;
   /** The change feed serves transfers of the last this many ms; older cursors expire. 0 or absent: all. */
   feed_retention_ms?: number;
+  /** A center of a cluster (src/replication/): absent for a single center. */
+  replication?: EngineReplication;
+}
+
+/**
+ * How a center's engine takes part in replication (docs/replication.md). A leader serves writes
+ * and ships every durable entry; its replies wait for `setCommitted`. A follower serves no
+ * writes: it appends the leader's entries (`appendReplica`) and applies them once committed.
+ */
+export interface EngineReplication {
+  role: 'leader' | 'follower';
+  epoch: number;
+  on_entries?: (shard: number, first: number, entries: Uint8Array[]) => void;
+  on_replica?: (shard: number, outcome: { acked: number } | { refused: string; message: string }) => void;
 }
 
 export class EngineLockedError extends Error {
@@ -87,6 +101,8 @@ export class Engine {
   readonly options: EngineOptions;
   readonly recovery: RecoveryInfo[];
   private handles: ShardHandle[] = [];
+  /** Each shard's log head when the engine started (where a replica stands). */
+  readonly log_heads: LogHeadWire[] = [];
   private filters: IdFilter[] = [];
   private readonly lock_path: string;
   private readonly sequencer = new Sequencer(0n);
@@ -132,6 +148,10 @@ export class Engine {
             shard_count: options.shards,
             feed_retention_ms: options.feed_retention_ms ?? 0,
             queue_events_max: options.queue_events_max,
+            role: options.replication?.role ?? 'single',
+            epoch: options.replication?.epoch ?? 1,
+            on_entries: options.replication?.on_entries,
+            on_replica: options.replication?.on_replica,
             on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
             on_due: (shard, kind) => engine.onDue(shard, kind),
             on_failed: (shard, message) => engine.onShardFailed(shard, message),
@@ -143,11 +163,15 @@ export class Engine {
       );
       for (const value of started) {
         engine.recovery.push(value.recovery);
+        engine.log_heads.push(value.log_head);
         engine.filters.push(value.filter);
         last_gids.push(value.last_gid);
         engine.sequencer.observe(value.last_timestamp);
       }
-      await engine.rollForward(last_gids);
+      // A follower's logs mirror the leader's: groups half logged are completed by the leader's
+      // entries, never redone here (its promotion reopens the engine as a leader, which does).
+      if (options.replication?.role === 'follower') engine.next_gid = Math.max(0, ...last_gids) + 1;
+      else await engine.rollForward(last_gids);
       engine.started = true;
       // Pulses asked for while shards recovered run now, after roll-forward and with the sequencer
       // above every shard's timestamps.
@@ -209,14 +233,21 @@ export class Engine {
   // ---------------------------------------------------------------------------------------------
   // Commands
 
+  /** A follower's engine serves no writes. */
+  get follower(): boolean {
+    return this.options.replication?.role === 'follower';
+  }
+
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
     if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    if (this.follower) return Promise.resolve(NOT_LEADER);
     const route: Route = this.handles.length === 1 ? ONE_SHARD : routeAccounts(body, count, this.handles.length);
     return this.runRoute(route, GroupKind.accounts, count, body, ACCOUNT_INPUT_BYTES);
   }
 
   createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
     if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    if (this.follower) return Promise.resolve(NOT_LEADER);
     const route: Route = this.handles.length === 1 ? ONE_SHARD : routeTransfers(body, count, this.filters);
     return this.runRoute(route, GroupKind.transfers, count, body, TRANSFER_BYTES);
   }
@@ -272,6 +303,7 @@ export class Engine {
   }
 
   private onDue(shard: number, kind: 'local' | 'foreign'): void {
+    if (this.follower) return; // the leader's pulses arrive in its log
     if (!this.started) {
       this.early_due.push([shard, kind]);
       return;
@@ -572,6 +604,39 @@ export class Engine {
     return Promise.all(pending);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Replication (src/replication/ drives these).
+
+  /** Whether the engine stopped serving (a shard failed), and why. */
+  get failed(): string | null {
+    return this.failure;
+  }
+
+  /** Everything up to `position` of shard `shard`'s log is held by every in-sync replica. */
+  setCommitted(shard: number, position: number): void {
+    this.handles[shard].setCommitted(position);
+  }
+
+  /** A shard's commit position as this engine knows it. */
+  committed(shard: number): number {
+    return this.handles[shard].committed;
+  }
+
+  /** A follower: appends the leader's entries to shard `shard` (acknowledged via on_replica). */
+  appendReplica(shard: number, entries: Uint8Array[]): void {
+    this.handles[shard].appendReplica(entries);
+  }
+
+  /** Shard `shard`'s stored entries from `from`, at most `limit`. */
+  storedEntries(shard: number, from: number, limit: number): Promise<Uint8Array[]> {
+    return this.handles[shard].storedEntries(from, limit);
+  }
+
+  /** Where a replica whose shard `shard` log head is `head` agrees with this one. */
+  agree(shard: number, head: LogHeadWire): Promise<{ agree: number; head: number }> {
+    return this.handles[shard].agree(head);
+  }
+
   /** Each shard worker's metrics (prom-client JSON), for aggregation by the metrics server. */
   shardMetrics(timeout_ms = 2_000): Promise<MetricsJson[]> {
     return Promise.all(this.handles.map((handle) => handle.metrics(timeout_ms)));
@@ -597,6 +662,8 @@ export class Engine {
 }
 
 const ONE_SHARD: Route = { kind: 'one' };
+
+const NOT_LEADER: ShardResult = { error: 'unavailable', message: 'this center follows; send writes to the leader center' };
 
 function busy(shard: number): ShardResult {
   return { error: 'busy', message: `shard ${shard} has too many events queued; retry later` };

@@ -13,6 +13,8 @@ import {
   type ShardResult,
   type ShardWorkerData,
   type ToWorker,
+  type ShardRole,
+  type LogHeadWire,
 } from './messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import { IdFilter } from './idfilter.ts';
@@ -33,6 +35,13 @@ export interface ShardHandleOptions {
   on_failed: (shard: number, message: string) => void;
   /** Events queued or in flight in this shard before new requests are answered `busy`. */
   queue_events_max: number;
+  /** Replication (docs/replication.md): `single` without it. */
+  role: ShardRole;
+  epoch: number;
+  /** A leader's newly durable entries, as stored, from position `first`. */
+  on_entries?: (shard: number, first: number, entries: Uint8Array[]) => void;
+  /** A follower's append: durable up to `acked`, or refused with a code. */
+  on_replica?: (shard: number, outcome: { acked: number } | { refused: string; message: string }) => void;
 }
 
 export interface RecoveryInfo {
@@ -44,6 +53,7 @@ export interface RecoveryInfo {
 
 export interface StartedShard {
   handle: ShardHandle;
+  log_head: LogHeadWire;
   recovery: RecoveryInfo;
   last_gid: number;
   last_timestamp: bigint;
@@ -68,6 +78,10 @@ export class ShardHandle {
   private readonly control_waiting = new Map<number, (message: FromWorker) => void>();
   private next_control_request = 1;
   private readonly options: ShardHandleOptions;
+  /** A leader's commit position: replies that depend on nothing past it may leave. */
+  committed = 0;
+  /** A leader's replies waiting for their position to be committed, in order. */
+  readonly held: Array<[number, ArrayBuffer]> = [];
 
   private constructor(options: ShardHandleOptions, worker: Worker) {
     this.index = options.index;
@@ -78,7 +92,14 @@ export class ShardHandle {
 
   /** Starts the worker and waits until it has recovered its shard. */
   static start(options: ShardHandleOptions): Promise<StartedShard> {
-    const data: ShardWorkerData = { index: options.index, dir: options.dir, shard_count: options.shard_count, feed_retention_ms: options.feed_retention_ms };
+    const data: ShardWorkerData = {
+      role: options.role,
+      epoch: options.epoch,
+      index: options.index,
+      dir: options.dir,
+      shard_count: options.shard_count,
+      feed_retention_ms: options.feed_retention_ms,
+    };
     const worker = new Worker(WORKER_ENTRY, { workerData: data });
     const handle = new ShardHandle(options, worker);
     return new Promise((resolve, reject) => {
@@ -92,6 +113,7 @@ export class ShardHandle {
             worker.on('exit', () => handle.fail(`shard ${options.index} exited`));
             resolve({
               handle,
+              log_head: message.log_head,
               recovery: message.recovery,
               last_gid: message.last_gid,
               last_timestamp: message.last_timestamp,
@@ -104,7 +126,18 @@ export class ShardHandle {
           case 'due':
             options.on_due(options.index, message.kind);
             return;
+          case 'entries':
+            options.on_entries?.(options.index, message.first, message.entries);
+            return;
+          case 'replica_acked':
+            options.on_replica?.(options.index, { acked: message.position });
+            return;
+          case 'replica_refused':
+            options.on_replica?.(options.index, { refused: message.code, message: message.message });
+            return;
           case 'group_entries':
+          case 'stored':
+          case 'agree':
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
@@ -116,7 +149,8 @@ export class ShardHandle {
             reject(new Error(`shard ${options.index}: ${message.message}`));
             return;
           case 'replies':
-            handle.onReplies(message.buffer);
+            if (options.role === 'leader' && message.position > handle.committed) handle.held.push([message.position, message.buffer]);
+            else handle.onReplies(message.buffer);
             return;
           case 'closed':
             handle.closed_resolve?.();
@@ -206,6 +240,46 @@ export class ShardHandle {
     }
   }
 
+  /**
+   * Replicated: everything up to `position` is held by every in-sync replica. A leader releases
+   * the replies that waited for it (the caller checked that it may still lead); a follower
+   * applies up to it.
+   */
+  setCommitted(position: number): void {
+    if (this.failure !== null || position <= this.committed) return;
+    this.committed = position;
+    const message: ToWorker = { type: 'commit', position };
+    this.worker.postMessage(message);
+    let released = 0;
+    while (released < this.held.length && this.held[released][0] <= position) this.onReplies(this.held[released++][1]);
+    if (released > 0) this.held.splice(0, released);
+  }
+
+  /** A follower: append the leader's entries; `on_replica` tells when they are durable. */
+  appendReplica(entries: Uint8Array[]): void {
+    if (this.failure !== null) return;
+    const message: ToWorker = { type: 'replica_append', entries };
+    this.worker.postMessage(message);
+  }
+
+  /** Stored entries from `from`, at most `limit` (a leader reads them for a replica behind). */
+  storedEntries(from: number, limit: number): Promise<Uint8Array[]> {
+    return this.control({ type: 'stored', request: 0, from, limit }).then((message) => {
+      if (message.type !== 'stored') throw new Error('unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
+      return message.entries;
+    });
+  }
+
+  /** Where a replica whose log head is `head` agrees with this log, and this log's head. */
+  agree(head: LogHeadWire): Promise<{ agree: number; head: number }> {
+    return this.control({ type: 'agree', request: 0, ...head }).then((message) => {
+      if (message.type !== 'agree') throw new Error('unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
+      return { agree: message.agree, head: message.head };
+    });
+  }
+
   /** Every participant of group `gid` has read: it executes over these read sets. */
   groupExec(gid: number, read_sets: Uint8Array[]): void {
     if (this.failure !== null) return;
@@ -253,6 +327,7 @@ export class ShardHandle {
     this.control_waiting.clear();
     for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message });
     this.waiting.clear();
+    this.held.length = 0;
     this.events_in_flight = 0;
     this.closed_resolve?.();
   }
@@ -285,5 +360,10 @@ export class ShardHandle {
       await closed;
     }
     await this.worker.terminate();
+    // Replies a leader held for a commit that will not come now: their outcome is unknown.
+    this.held.length = 0;
+    for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message: `shard ${this.index} closed before the request was committed; its outcome is unknown` });
+    this.waiting.clear();
+    this.events_in_flight = 0;
   }
 }

@@ -109,7 +109,15 @@ export type ToWorker =
   /** A participant failed before every read arrived: leave (or skip) the group, unapplied. */
   | { type: 'group_abort'; gid: number }
   | { type: 'group_entries'; request: number; after: number }
-  | { type: 'roll_forward'; request: number; entries: GroupEntryWire[] };
+  | { type: 'roll_forward'; request: number; entries: GroupEntryWire[] }
+  /** Replicated: everything up to `position` is held by every in-sync replica. */
+  | { type: 'commit'; position: number }
+  /** A follower: append the leader's entries (as stored); answered `replica_acked` once durable. */
+  | { type: 'replica_append'; entries: Uint8Array[] }
+  /** Stored entries from `from` (a leader ships them to a replica that is behind). */
+  | { type: 'stored'; request: number; from: number; limit: number }
+  /** Where a replica whose head is (position, epoch, checksum) agrees with this log. */
+  | { type: 'agree'; request: number; position: number; epoch: number; checksum: number };
 
 export type FromWorker =
   | {
@@ -120,17 +128,38 @@ export type FromWorker =
       last_timestamp: bigint;
       /** Every transfer id this shard holds (and burned ids): the router's filter for it. */
       filter: IdFilterJson;
+      log_head: LogHeadWire;
     }
   | { type: 'group_read'; gid: number; read_set: Uint8Array }
   | { type: 'due'; kind: 'local' | 'foreign' }
   | { type: 'group_entries'; request: number; entries: GroupEntryWire[]; error?: string }
   | { type: 'rolled'; request: number; error?: string }
-  | { type: 'replies'; buffer: ArrayBuffer }
+  /** `position`: the log's durable position when they were sent; each reply depends on nothing past it. */
+  | { type: 'replies'; buffer: ArrayBuffer; position: number }
+  /** A leader's newly durable entries, from position `first`, as stored. */
+  | { type: 'entries'; first: number; entries: Uint8Array[] }
+  | { type: 'replica_acked'; position: number }
+  | { type: 'replica_refused'; code: string; message: string }
+  | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
+  | { type: 'agree'; request: number; agree: number; head: number; error?: string }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; request: number; json: MetricsJson; error?: string }
   | { type: 'closed' };
 
+/** A log's head as replicas compare it. */
+export interface LogHeadWire {
+  position: number;
+  epoch: number;
+  checksum: number;
+}
+
+/** `single`: no replication. `leader`/`follower`: a center of a cluster (docs/replication.md). */
+export type ShardRole = 'single' | 'leader' | 'follower';
+
 export interface ShardWorkerData {
+  role: ShardRole;
+  /** The epoch new entries carry (a leader's; 1 for a single center). */
+  epoch: number;
   index: number;
   dir: string;
   shard_count: number;

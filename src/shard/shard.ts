@@ -78,6 +78,16 @@ export interface ShardOptions {
   feed_retention_ms?: number;
   /** Fault injection for tests (LogStoreOptions.write_delay_ms). */
   log_write_delay_ms?: number;
+  /** The epoch this shard's new entries carry (replication: the leader's epoch). Default 1. */
+  epoch?: number;
+  /**
+   * Replicated (docs/replication.md): checkpoints cover only committed positions (those every
+   * in-sync replica holds), so a divergent uncommitted tail can always be truncated. Commit
+   * positions arrive through `setCommitted`.
+   */
+  replicated?: boolean;
+  /** Told each log position once it is durable here (a leader ships from it). */
+  on_durable?: (position: number) => void;
 }
 
 export interface FeedPage {
@@ -114,7 +124,16 @@ export class Shard {
   private readonly log: LogStore;
   private readonly checkpoints: CheckpointStore;
   private readonly clock: Clock;
-  private readonly epoch = 1;
+  private readonly epoch: number;
+  private readonly replicated: boolean;
+  /** Replicated: the highest position known committed (checkpoints never pass it). */
+  private committed_position = 0;
+  /** A checkpoint is due but would pass the commit position: taken once commit catches up. */
+  checkpoint_wanted = false;
+  /** A follower's entries appended (durable or about to be) but not applied until committed. */
+  private readonly unapplied: LogEntry[] = [];
+  /** A replicated leader's [position, transfers after it] not yet committed (the feed waits). */
+  private readonly feed_pending: Array<[number, number]> = [];
   private readonly checkpoint_entries: number;
   private readonly checkpoint_objects: number;
   private readonly log_retain_entries: number;
@@ -154,6 +173,9 @@ export class Shard {
     this.log = log;
     this.checkpoints = checkpoints;
     this.clock = options.clock ?? systemClock;
+    this.epoch = options.epoch ?? 1;
+    this.replicated = options.replicated ?? false;
+    if (!Number.isSafeInteger(this.epoch) || this.epoch < 1) throw new RangeError('epoch must be a positive integer');
     this.checkpoint_entries = options.checkpoint_entries ?? 4096;
     this.checkpoint_objects = options.checkpoint_objects ?? 2_000_000;
     this.log_retain_entries = options.log_retain_entries ?? 100_000;
@@ -171,6 +193,7 @@ export class Shard {
     const shard_count = this.shard_count;
     this.owns = shard_count === 1 ? () => true : (account_id) => shardOfAccount(account_id, shard_count) === index;
     this.recovery = this.recover();
+    this.committed_position = this.checkpoint_position;
     this.durable_transfers = this.ledger.transfersInOrder().length;
     this.schedulePulse();
   }
@@ -178,7 +201,7 @@ export class Shard {
   /** Opens a shard's storage and recovers its state: the last checkpoint plus the log tail. */
   static open(options: ShardOptions): Shard {
     mkdirSync(options.dir, { recursive: true });
-    const log = LogStore.open({ path: join(options.dir, 'log'), write_delay_ms: options.log_write_delay_ms });
+    const log = LogStore.open({ path: join(options.dir, 'log'), write_delay_ms: options.log_write_delay_ms, on_durable: options.on_durable });
     const checkpoints = CheckpointStore.open(join(options.dir, 'state'));
     return new Shard(options, log, checkpoints);
   }
@@ -336,10 +359,12 @@ export class Shard {
     durable.catch((error: unknown) => this.fail(error));
     this.afterAppend(objects);
     const transfers_after = this.ledger.transfersInOrder().length;
-    return durable.then(() => {
+    return durable.then((position) => {
       if (this.failure !== null) throw new ShardClosedError(`storage failed: ${this.failure.message}`);
       this.last_commit_unix_ms = Date.now();
-      if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
+      // Replicated: the feed serves a transfer only once its entry is committed (setCommitted).
+      if (this.replicated) this.feed_pending.push([position, transfers_after]);
+      else if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       return result;
     });
   }
@@ -359,7 +384,8 @@ export class Shard {
       this.checkpoint_in_flight === null &&
       (this.entries_since_checkpoint >= this.checkpoint_entries || this.objects_since_checkpoint >= this.checkpoint_objects)
     ) {
-      void this.checkpoint();
+      if (!this.replicated || this.appliedHead().position <= this.committed_position) void this.checkpoint();
+      else this.checkpoint_wanted = true;
     }
     this.schedulePulse();
   }
@@ -368,33 +394,86 @@ export class Shard {
   // Replicas (docs/replication.md): a follower takes the leader's entries as they were stored.
 
   /**
-   * Appends the leader's entry as it was stored (verified to follow this log: position, epoch,
-   * checksum chain) and applies it as replay would, so the follower's state stays byte-identical
-   * to the leader's. Resolves once the entry is durable here.
+   * A follower's append: the leader's entry exactly as it was stored, verified to follow this log
+   * (position, epoch, checksum chain). Resolves once it is durable here. It is applied only once
+   * committed (`applyThrough`), so this shard's state never shows what a failover could discard.
    */
-  applyStored(bytes: Uint8Array): Promise<number> {
+  appendReplica(bytes: Uint8Array): Promise<number> {
     this.assertServing();
-    assert(!this.paused, 'no entry is applied while a group holds the shard');
+    assert(!this.paused, 'no entry is appended while a group holds the shard');
     const entry = decodeEntry(bytes, undefined);
     const group_id = entry.op === LogOp.group ? decodeGroupEntry(entry.body).gid : 0;
-    // Appended first (it checks that the entry follows), then applied: if applying fails the
-    // shard stops, and a restart replays the entry from the log.
     const durable = this.log.appendStored(bytes, group_id);
     this.last_append = durable;
     durable.catch((error: unknown) => this.fail(error));
-    try {
-      this.replay(entry);
-    } catch (error) {
-      this.fail(error);
-      throw error;
-    }
-    this.afterEntry(2 * entry.count);
-    const transfers_after = this.ledger.transfersInOrder().length;
-    return durable.then((position) => {
+    this.unapplied.push(entry);
+    return durable;
+  }
+
+  /** A follower applies its appended entries up to `position`, as replay does. */
+  applyThrough(position: number): void {
+    this.assertServing();
+    while (this.unapplied.length > 0 && this.unapplied[0].position <= position) {
+      const entry = this.unapplied.shift()!;
+      try {
+        this.replay(entry);
+      } catch (error) {
+        // Memory may be half way through the entry: stop; a restart replays it from the log.
+        this.fail(error);
+        throw error;
+      }
+      this.afterEntry(2 * entry.count);
+      const transfers_after = this.ledger.transfersInOrder().length;
       if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       this.last_commit_unix_ms = Date.now();
-      return position;
-    });
+    }
+  }
+
+  /** Appends and applies the leader's entry at once (tests; replication applies on commit). */
+  applyStored(bytes: Uint8Array): Promise<number> {
+    const durable = this.appendReplica(bytes);
+    this.applyThrough(this.log.head.position);
+    return durable;
+  }
+
+  /**
+   * Replicated: everything up to `position` is held by every in-sync replica. A follower applies
+   * up to it; a checkpoint that waited for it is taken now.
+   */
+  setCommitted(position: number): void {
+    if (position <= this.committed_position) return;
+    this.committed_position = position;
+    if (this.unapplied.length > 0) this.applyThrough(position);
+    while (this.feed_pending.length > 0 && this.feed_pending[0][0] <= position) {
+      const [, transfers_after] = this.feed_pending.shift()!;
+      if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
+    }
+    if (this.checkpoint_wanted && this.checkpoint_in_flight === null && this.appliedHead().position <= position) {
+      this.checkpoint_wanted = false;
+      void this.checkpoint();
+    }
+  }
+
+  /** The last entry applied to memory (a follower's log may run ahead of it). */
+  appliedHead(): { position: number; checksum: number } {
+    const first = this.unapplied[0];
+    return first === undefined ? this.log.head : { position: first.position - 1, checksum: first.prev_checksum };
+  }
+
+  /** The log's head with its epoch: where a replica stands (docs/replication.md). */
+  logHead(): { position: number; epoch: number; checksum: number } {
+    return { ...this.log.head, epoch: this.log.epoch };
+  }
+
+  /** The last position of this log agreeing with a replica that last appended in `epoch`. */
+  lastPositionOfEpoch(epoch: number): number {
+    return this.log.lastPositionOfEpoch(epoch);
+  }
+
+  /** The checksum of the entry at `position` (0 for position 0), or null when not stored here. */
+  checksumAt(position: number): number | null {
+    if (position === 0) return 0;
+    return this.log.headerAt(position)?.checksum ?? null;
   }
 
   /** This shard's stored log entries from `from` (at most `limit`), as a leader ships them. */
@@ -644,7 +723,7 @@ export class Shard {
   /** Writes what changed since the last checkpoint; resolves when it is durable. */
   checkpoint(): Promise<void> {
     if (this.checkpoint_in_flight !== null) return this.checkpoint_in_flight;
-    const head = this.log.head;
+    const head = this.appliedHead();
     const changes = this.ledger.takeChanges();
     const job = this.checkpoints.begin(changes, this.ledger, {
       position: head.position,
@@ -701,7 +780,8 @@ export class Shard {
     await this.last_append.catch(() => undefined);
     if (this.failure === null) {
       if (this.checkpoint_in_flight !== null) await this.checkpoint_in_flight;
-      await this.checkpoint();
+      // Replicated: an uncommitted tail may yet be truncated; the next start replays it instead.
+      if (!this.replicated || this.appliedHead().position <= this.committed_position) await this.checkpoint();
     }
     await this.log.close();
     await this.checkpoints.close();

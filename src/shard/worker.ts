@@ -36,6 +36,29 @@ function post(message: FromWorker, transfer?: ArrayBuffer[]): void {
 }
 
 let shard: Shard;
+/** A leader's last position handed to the main thread for shipping. */
+let shipped = 0;
+let ship_scheduled = false;
+/** Entries per `entries` message (a full batch entry is about 590 KiB). */
+const SHIP_ENTRIES_MAX = 64;
+
+function scheduleShip(): void {
+  if (ship_scheduled) return;
+  ship_scheduled = true;
+  setImmediate(ship);
+}
+
+/** A leader hands its newly durable entries, as stored, to the main thread, which ships them. */
+function ship(): void {
+  ship_scheduled = false;
+  const durable = shard.durable_position;
+  if (durable <= shipped) return;
+  const entries = shard.storedEntries(shipped + 1, Math.min(durable - shipped, SHIP_ENTRIES_MAX));
+  const first = shipped + 1;
+  shipped += entries.length;
+  if (shipped < durable) scheduleShip();
+  post({ type: 'entries', first, entries }, entries.map((bytes) => bytes.buffer as ArrayBuffer));
+}
 const metrics = new ShardMetrics(data.index, () => {
   const next = shard.ledger.nextExpiry();
   return {
@@ -59,12 +82,18 @@ try {
     on_due: (kind) => post({ type: 'due', kind }),
     feed_retention_ms: data.feed_retention_ms,
     log_write_delay_ms: faultDelay(process.env.KEEL_FAULT_LOG_WRITE_DELAY, data.index),
+    epoch: data.epoch,
+    replicated: data.role !== 'single',
+    // A follower's pulses come in the leader's log.
+    pulse: data.role !== 'follower',
+    on_durable: data.role === 'leader' ? scheduleShip : undefined,
     on_failed: (error) => post({ type: 'failed', message: `shard ${data.index} stopped serving: ${error.message}` }),
   });
   const filter = new IdFilter();
   for (const id of shard.ledger.transfers.keys()) filter.addId(id);
   for (const id of shard.ledger.transient) filter.addId(id);
-  post({ type: 'ready', recovery: shard.recovery, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON() });
+  shipped = shard.durable_position;
+  post({ type: 'ready', recovery: shard.recovery, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON(), log_head: shard.logHead() });
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
@@ -100,7 +129,8 @@ function flush(): void {
   if (outbox.length === 0) return;
   const buffer = packTransferable(outbox);
   outbox = [];
-  post({ type: 'replies', buffer }, [buffer]);
+  // Replicated, the main thread holds these until `position` is committed.
+  post({ type: 'replies', buffer, position: shard.durable_position }, [buffer]);
 }
 
 function failure(error: unknown): ShardResult {
@@ -313,7 +343,7 @@ function handleAll(requests: ShardRequest[]): void {
   };
   for (let k = 0; k < requests.length; k++) {
     const request = requests[k];
-    if (barrier !== null) {
+    if (barrier !== null || shard.checkpoint_wanted) {
       backlog.push(...requests.slice(k));
       break;
     }
@@ -351,11 +381,61 @@ function rollForward(request: number, entries: GroupEntryWire[]): void {
   );
 }
 
+/** A follower appends the leader's entries and acknowledges once they are durable. */
+function replicaAppend(entries: Uint8Array[]): void {
+  let last: Promise<number> | null = null;
+  for (const bytes of entries) {
+    try {
+      last = shard.appendReplica(bytes);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      post({ type: 'replica_refused', code: typeof code === 'string' ? code : 'internal', message: error instanceof Error ? error.message : String(error) });
+      break;
+    }
+  }
+  last?.then(
+    (position) => post({ type: 'replica_acked', position }),
+    (error: unknown) => post({ type: 'failed', message: `shard ${data.index} could not store replicated entries: ${error instanceof Error ? error.message : String(error)}` }),
+  );
+}
+
 port.on('message', (message: ToWorker) => {
   if (message.type === 'requests') {
     const requests = unpack<ShardRequest[]>(message.buffer);
-    if (barrier !== null) backlog.push(...requests);
+    if (barrier !== null || shard.checkpoint_wanted) backlog.push(...requests);
     else handleAll(requests);
+  } else if (message.type === 'commit') {
+    try {
+      shard.setCommitted(message.position);
+    } catch (error) {
+      post({ type: 'failed', message: `shard ${data.index} could not apply committed entries: ${error instanceof Error ? error.message : String(error)}` });
+      return;
+    }
+    // A replicated checkpoint held new requests until everything applied was committed.
+    if (barrier === null && !shard.checkpoint_wanted && backlog.length > 0) {
+      const waiting = backlog;
+      backlog = [];
+      handleAll(waiting);
+    }
+  } else if (message.type === 'replica_append') {
+    replicaAppend(message.entries);
+  } else if (message.type === 'stored') {
+    try {
+      const entries = shard.storedEntries(message.from, message.limit);
+      post({ type: 'stored', request: message.request, entries }, entries.map((bytes) => bytes.buffer as ArrayBuffer));
+    } catch (error) {
+      post({ type: 'stored', request: message.request, entries: [], error: error instanceof Error ? error.message : String(error) });
+    }
+  } else if (message.type === 'agree') {
+    try {
+      // The replica agrees up to the end of its last epoch here (never past its own head); at
+      // its head, the checksums must match too, else one step back and the replica asks again.
+      let agree = Math.min(message.position, shard.lastPositionOfEpoch(message.epoch));
+      if (agree === message.position && shard.checksumAt(agree) !== message.checksum) agree = Math.max(0, agree - 1);
+      post({ type: 'agree', request: message.request, agree, head: shard.head_position });
+    } catch (error) {
+      post({ type: 'agree', request: message.request, agree: 0, head: 0, error: error instanceof Error ? error.message : String(error) });
+    }
   } else if (message.type === 'group_exec') {
     execGroup(message.gid, message.read_sets);
   } else if (message.type === 'group_abort') {

@@ -79,6 +79,25 @@ export interface LogStoreOptions {
    * disk would (entries stay in order). 0 in production.
    */
   write_delay_ms?: number;
+  /** Told each position once it is durable (with everything before it), in order. */
+  on_durable?: (position: number) => void;
+}
+
+/** What a replica compares of an entry without decoding its body. */
+export interface EntryHeader {
+  position: number;
+  epoch: number;
+  checksum: number;
+  prev_checksum: number;
+}
+
+/** The header fields of a stored entry (its header checksum verified). */
+export function entryHeader(bytes: Uint8Array): EntryHeader {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.byteLength < ENTRY_HEADER_BYTES || buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(48) !== crc32(buf.subarray(0, 48))) {
+    throw new CorruptLogError(buf.byteLength >= 16 ? Number(buf.readBigUInt64LE(8)) : -1, 'not a log entry (bad header)');
+  }
+  return { position: Number(buf.readBigUInt64LE(8)), epoch: Number(buf.readBigUInt64LE(16)), checksum: buf.readUInt32LE(48), prev_checksum: buf.readUInt32LE(40) };
 }
 
 export class LogStore {
@@ -93,6 +112,7 @@ export class LogStore {
   private failure: Error | null = null;
   private last_append: Promise<unknown> = Promise.resolve();
   private write_delay_ms = 0;
+  private on_durable: ((position: number) => void) | undefined;
 
   private constructor(env: RootDatabase, entries: Database<Buffer, number>, groups: Database<number, number>) {
     this.env = env;
@@ -120,12 +140,44 @@ export class LogStore {
     const groups = env.openDB<number, number>({ name: 'groups' });
     const log = new LogStore(env, entries, groups);
     log.write_delay_ms = options.write_delay_ms ?? 0;
+    log.on_durable = options.on_durable;
     return log;
   }
 
   /** The last appended entry (not necessarily durable yet). */
   get head(): LogHead {
     return this.head_;
+  }
+
+  /** The epoch of the last appended entry (0 when the log is empty). */
+  get epoch(): number {
+    return this.head_epoch;
+  }
+
+  /** The header of the stored entry at `position`, or null when there is none. */
+  headerAt(position: number): EntryHeader | null {
+    const bytes = this.entries.get(position);
+    return bytes === undefined ? null : entryHeader(bytes);
+  }
+
+  /**
+   * The last position whose entry is of epoch `epoch` or older, or firstPosition() - 1 when
+   * none is: where a replica that last appended in `epoch` agrees with this log at most (epochs
+   * never decrease along a log, so a binary search finds it).
+   */
+  lastPositionOfEpoch(epoch: number): number {
+    let low = this.firstPosition();
+    if (low === 0) return 0;
+    let high = this.head_.position;
+    if (this.head_epoch <= epoch) return high;
+    // Invariant: the answer lies in [low - 1, high - 1].
+    while (low < high) {
+      const middle = Math.floor((low + high) / 2);
+      const header = this.headerAt(middle);
+      if (header !== null && header.epoch <= epoch) low = middle + 1;
+      else high = middle;
+    }
+    return low - 1;
   }
 
   /** Every entry at or below this position is fsynced. */
@@ -183,7 +235,8 @@ export class LogStore {
   /** Stored entries from `from`, at most `limit`, exactly as stored (what a leader ships). */
   readStored(from: number, limit: number): Uint8Array[] {
     const out: Uint8Array[] = [];
-    for (const { value } of this.entries.getRange({ start: from, limit })) out.push(Buffer.from(value));
+    // Each in its own ArrayBuffer (never Node's shared pool), so it can be transferred whole.
+    for (const { value } of this.entries.getRange({ start: from, limit })) out.push(new Uint8Array(value));
     return out;
   }
 
@@ -204,6 +257,7 @@ export class LogStore {
     const durable = Promise.all([previous, flushed]).then(
       () => {
         if (position > this.durable_position_) this.durable_position_ = position;
+        this.on_durable?.(position);
         return position;
       },
       (error: unknown) => {

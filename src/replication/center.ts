@@ -1,0 +1,457 @@
+// One center of a cluster (docs/replication.md): its engine either leads (serves writes, ships
+// its log, acknowledges what every in-sync replica holds) or follows the leader named in etcd
+// (appends and applies the leader's entries, serves reads). Every role change reopens the engine
+// in its new role: recovery, roll-forward of cross-shard groups, the sequencer and the id filters
+// then start from the log as it stands, exactly as after a restart.
+//
+// The whole engine is one partition group (group 0) in this first slice: leadership moves between
+// centers as a whole.
+
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { Engine, type EngineOptions } from '../shard/engine.ts';
+import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
+import type { MetricsJson } from '../metrics/shard.ts';
+import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
+import { LogStore } from '../storage/log.ts';
+import { CheckpointStore } from '../storage/checkpoint.ts';
+import { Coordinator, type GroupState } from './coordinator.ts';
+import { ReplicaLeader } from './leader.ts';
+import { ReplicaFollower } from './follower.ts';
+import { REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type FollowerMessage } from './wire.ts';
+
+export interface ClusterOptions {
+  cluster: string;
+  center: string;
+  /** Every other center: name → replication address (host:port). */
+  peers: Record<string, string>;
+  etcd_endpoints: string[];
+  /** Shared by the cluster's centers; a follower presents it to the leader. */
+  secret: string;
+  replication_host: string;
+  replication_port: number;
+  /** Writes are refused while fewer centers than this are in sync. */
+  min_insync: number;
+  lease_ttl_s: number;
+  /** A follower behind this long leaves the in-sync set. */
+  lag_max_ms?: number;
+}
+
+export interface CenterOptions {
+  engine: Omit<EngineOptions, 'replication'>;
+  cluster: ClusterOptions;
+  on_event?: (event: string, fields: Record<string, unknown>) => void;
+  /** The center cannot go on (storage failed, etcd state malformed): exit and restart it. */
+  on_fatal: (message: string) => void;
+}
+
+const GROUP = 0;
+const POLL_MS = 200;
+
+export type CenterRole = 'leader' | 'follower' | 'changing';
+
+export interface CenterStatus {
+  center: string;
+  role: CenterRole;
+  epoch: number;
+  leader: string;
+  isr: string[];
+  min_isr: number;
+  commit: number[];
+  /** Leader only: per follower, entries behind. */
+  lag: Record<string, number | null>;
+}
+
+export class Center {
+  readonly options: CenterOptions;
+  private readonly coordinator: Coordinator;
+  private readonly server: Server;
+  private readonly wss: WebSocketServer;
+  private engine: Engine | null = null;
+  private role: CenterRole = 'changing';
+  private leader: ReplicaLeader | null = null;
+  private follower: ReplicaFollower | null = null;
+  private state: GroupState;
+  /** The newest epoch seen (etcd or a leader's welcome). */
+  private epoch_known: number;
+  private transition: Promise<void> = Promise.resolve();
+  private poll: NodeJS.Timeout | null = null;
+  private closed = false;
+  private polling = false;
+  private readonly committed_listeners = new Set<(shard: number) => void>();
+  private engine_unlisten: (() => void) | null = null;
+  readonly stats = { failovers: 0, truncations: 0, last_takeover_ms: 0 };
+
+  private constructor(options: CenterOptions, coordinator: Coordinator, server: Server, wss: WebSocketServer, state: GroupState) {
+    this.options = options;
+    this.coordinator = coordinator;
+    this.server = server;
+    this.wss = wss;
+    this.state = state;
+    this.epoch_known = state.epoch;
+    wss.on('connection', (ws) => this.onConnection(ws));
+  }
+
+  /**
+   * Joins the cluster: creates the group in etcd on a first start (every center in sync), opens
+   * the replication port and the engine as a follower, then leads or follows as etcd says.
+   */
+  static async start(options: CenterOptions): Promise<Center> {
+    const cluster = options.cluster;
+    if (cluster.secret.length < 16) throw new RangeError('the cluster secret must be at least 16 characters (KEEL_CLUSTER_SECRET)');
+    const members = [cluster.center, ...Object.keys(cluster.peers)];
+    if (new Set(members).size !== members.length) throw new RangeError('a peer has this center\'s name, or two peers share one');
+    if (!Number.isInteger(cluster.min_insync) || cluster.min_insync < 1 || cluster.min_insync > members.length) {
+      throw new RangeError(`min in-sync must be between 1 and the number of centers (${members.length})`);
+    }
+    const coordinator = await Coordinator.open({ endpoints: cluster.etcd_endpoints, cluster: cluster.cluster, center: cluster.center, lease_ttl_s: cluster.lease_ttl_s });
+    let state: GroupState;
+    try {
+      const created = await coordinator.initialize(GROUP, members, cluster.min_insync);
+      if (created.state === null) throw new Error('the cluster state in etcd could not be read');
+      state = created.state;
+      if (!state.isr.every((m) => members.includes(m))) {
+        throw new Error(`etcd names centers ${state.isr.join(', ')} in sync, not all of them configured here (${members.join(', ')}); check --peer`);
+      }
+    } catch (error) {
+      coordinator.abandon();
+      throw error;
+    }
+    const server = createServer((_, response) => response.writeHead(426).end('replication speaks WebSocket\n'));
+    const wss = new WebSocketServer({ server, path: REPLICATION_PATH, maxPayload: REPLICATION_FRAME_BYTES_MAX });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(cluster.replication_port, cluster.replication_host, () => resolve());
+    });
+    const center = new Center(options, coordinator, server, wss, state);
+    try {
+      await center.openEngine('follower', 1);
+      center.role = 'follower';
+      await center.check();
+      center.poll = setInterval(() => void center.check(), POLL_MS);
+      center.poll.unref();
+    } catch (error) {
+      await center.close();
+      throw error;
+    }
+    return center;
+  }
+
+  /** The replication address this center listens on (host:port). */
+  get replication_address(): string {
+    const address = this.server.address();
+    return typeof address === 'object' && address !== null ? `${this.options.cluster.replication_host}:${address.port}` : '';
+  }
+
+  status(): CenterStatus {
+    return {
+      center: this.options.cluster.center,
+      role: this.role,
+      epoch: this.leader?.epoch ?? this.state.epoch,
+      leader: this.state.leader,
+      isr: this.leader !== null ? [...this.leader.isr].sort() : this.state.isr,
+      min_isr: this.state.min_isr,
+      commit: this.leader !== null ? [...this.leader.commits] : this.follower !== null ? [...this.follower.commit] : [],
+      lag: this.leader?.lag() ?? {},
+    };
+  }
+
+  private event(event: string, fields: Record<string, unknown> = {}): void {
+    this.options.on_event?.(event, { center: this.options.cluster.center, ...fields });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Roles
+
+  /** Looks at etcd: takes over when no live leader holds the group, follows the one that does. */
+  private async check(): Promise<void> {
+    if (this.closed || this.polling) return;
+    this.polling = true;
+    try {
+      await this.transition;
+      if (this.closed) return;
+      const read = await this.coordinator.read(GROUP);
+      if (read === null) return this.options.on_fatal('the cluster state disappeared from etcd');
+      this.state = read.state;
+      if (read.state.epoch > this.epoch_known) this.epoch_known = read.state.epoch;
+      if (this.role === 'leader') {
+        if (read.state.leader !== this.options.cluster.center || read.state.epoch !== this.leader?.epoch) this.stepDown(`epoch ${read.state.epoch} is led by ${read.state.leader}`);
+        return;
+      }
+      const live = await this.coordinator.liveLeader(GROUP);
+      if (live === null) {
+        if (!read.state.isr.includes(this.options.cluster.center)) return; // only an in-sync replica may lead
+        const taken = await this.coordinator.takeOver(GROUP);
+        if (taken.ok) {
+          this.state = taken.state;
+          this.epoch_known = taken.state.epoch;
+          await this.become('leader', taken.state.epoch);
+        }
+        return;
+      }
+      if (live === this.options.cluster.center) return; // our previous life's lease: wait for it to expire
+      if (this.follower === null || this.follower.leader !== live) this.follow(live);
+    } catch (error) {
+      this.event('etcd check failed', { error: (error as Error).message });
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private follow(leader: string): void {
+    const address = this.options.cluster.peers[leader];
+    const engine = this.engine;
+    if (address === undefined || engine === null || this.role !== 'follower') return;
+    this.follower?.close();
+    const cluster = this.options.cluster;
+    const follower: ReplicaFollower = new ReplicaFollower(
+      {
+        engine,
+        leader_address: address,
+        leader,
+        cluster: cluster.cluster,
+        secret: cluster.secret,
+        center: cluster.center,
+        epoch: this.epoch_known,
+        on_truncate: (agree) => this.truncate(agree),
+        on_end: (reason) => {
+          if (this.follower === follower) this.follower = null;
+          this.event('stopped following', { leader, reason });
+          if (reason.startsWith('reopen:')) this.reopen('follower');
+        },
+        on_event: (event, fields) => this.event(event, fields),
+      },
+      this.heads,
+    );
+    this.follower = follower;
+  }
+
+  private heads: LogHeadWire[] = [];
+
+  private become(role: 'leader' | 'follower', epoch: number): Promise<void> {
+    this.transition = this.transition.then(async () => {
+      if (this.closed) return;
+      this.role = 'changing';
+      this.follower?.close();
+      this.follower = null;
+      this.leader?.stop();
+      this.leader = null;
+      await this.closeEngine();
+      if (role === 'leader') {
+        const started = performance.now();
+        const leader = new ReplicaLeader({
+          coordinator: this.coordinator,
+          group: GROUP,
+          state: this.state,
+          shard_count: this.options.engine.shards,
+          lag_max_ms: this.options.cluster.lag_max_ms ?? 2_000,
+          on_deposed: (reason) => this.stepDown(reason),
+          on_event: (event, fields) => this.event(event, fields),
+        });
+        this.leader = leader;
+        await this.openEngine('leader', epoch);
+        leader.attach(this.engine!);
+        this.stats.failovers++;
+        this.stats.last_takeover_ms = performance.now() - started;
+        this.event('leading', { epoch, isr: this.state.isr, reopen_ms: Math.round(this.stats.last_takeover_ms) });
+      } else {
+        await this.openEngine('follower', 1);
+      }
+      this.role = role;
+    });
+    return this.transition.catch((error: unknown) => this.options.on_fatal(`cannot become ${role}: ${(error as Error).message}`));
+  }
+
+  private stepDown(reason: string): void {
+    if (this.role !== 'leader') return;
+    this.event('stepping down', { reason });
+    this.leader?.stop();
+    void this.become('follower', 1).then(() => this.check());
+  }
+
+  private reopen(role: 'follower'): void {
+    void this.become(role, 1).then(() => this.check());
+  }
+
+  /** Truncates every shard's log past where it agrees with the leader, then follows again. */
+  private truncate(agree: number[]): void {
+    this.transition = this.transition.then(async () => {
+      this.role = 'changing';
+      this.follower = null;
+      await this.closeEngine();
+      for (let shard = 0; shard < agree.length; shard++) {
+        const dir = join(this.options.engine.data_dir, `shard-${shard}`);
+        const checkpoints = CheckpointStore.open(join(dir, 'state'));
+        const meta = checkpoints.readMeta();
+        await checkpoints.close();
+        if (meta !== null && meta.position > agree[shard]) {
+          throw new Error(`shard ${shard}'s checkpoint at ${meta.position} is past where its log agrees with the leader (${agree[shard]}); rebuild this center from a peer (wipe its data directory)`);
+        }
+        const log = LogStore.open({ path: join(dir, 'log') });
+        const removed = await log.truncateFrom(agree[shard] + 1);
+        await log.close();
+        if (removed > 0) this.event('truncated a divergent log tail', { shard, from: agree[shard] + 1, entries: removed });
+      }
+      this.stats.truncations++;
+      await this.openEngine('follower', 1);
+      this.role = 'follower';
+    });
+    void this.transition.then(
+      () => this.check(),
+      (error: unknown) => this.options.on_fatal(`cannot truncate to the leader's log: ${(error as Error).message}`),
+    );
+  }
+
+  private async openEngine(role: 'leader' | 'follower', epoch: number): Promise<void> {
+    const engine = await Engine.start({
+      ...this.options.engine,
+      replication: {
+        role,
+        epoch,
+        on_entries: (shard, first, entries) => this.leader?.onEntries(shard, first, entries),
+        on_replica: (shard, outcome) => this.follower?.onReplica(shard, outcome),
+      },
+    });
+    this.engine = engine;
+    this.heads = engine.log_heads.map((head) => ({ ...head }));
+    this.engine_unlisten = engine.onCommitted((shard) => {
+      for (const listener of this.committed_listeners) listener(shard);
+    });
+  }
+
+  private async closeEngine(): Promise<void> {
+    const engine = this.engine;
+    this.engine = null;
+    this.engine_unlisten?.();
+    this.engine_unlisten = null;
+    if (engine !== null) await engine.close();
+  }
+
+  private onConnection(ws: WebSocket): void {
+    let hello = false;
+    let center = '';
+    const timer = setTimeout(() => ws.terminate(), 5_000);
+    ws.on('message', (data: Buffer) => {
+      const message = decodeMessage<FollowerMessage>(data);
+      if (message === null) return ws.close(1008, 'malformed');
+      if (!hello) {
+        clearTimeout(timer);
+        if (message.t !== 'hello') return ws.close(1008, 'hello first');
+        const cluster = this.options.cluster;
+        if (message.cluster !== cluster.cluster || message.secret !== cluster.secret) {
+          ws.send(encodeMessage({ t: 'refuse', code: 'unauthorized', message: 'wrong cluster name or secret' }));
+          return ws.close(1008, 'unauthorized');
+        }
+        if (!(message.center in cluster.peers)) {
+          ws.send(encodeMessage({ t: 'refuse', code: 'bad_request', message: `${message.center} is not a configured peer` }));
+          return ws.close(1008, 'unknown center');
+        }
+        hello = true;
+        center = message.center;
+        if (this.leader === null || this.role !== 'leader') {
+          ws.send(encodeMessage({ t: 'refuse', code: 'not_leader', message: `${cluster.center} does not lead; etcd names ${this.state.leader}` }));
+          return ws.close(1008, 'not leader');
+        }
+        void this.leader.accept(ws, center, message.epoch, message.heads);
+        return;
+      }
+      if (message.t === 'ack') this.leader?.onAck(center, message.shard, message.position);
+    });
+    ws.on('error', () => ws.terminate());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // What the gateway and the metrics see: the engine in its current role.
+
+  get shard_count(): number {
+    return this.options.engine.shards;
+  }
+
+  private notServing(): Promise<ShardResult> {
+    return Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} is changing role; retry` });
+  }
+
+  private write(call: (engine: Engine) => Promise<ShardResult>): Promise<ShardResult> {
+    const engine = this.engine;
+    if (engine === null || this.role === 'changing') return this.notServing();
+    if (this.role !== 'leader' || this.leader === null) {
+      const leader = this.state.leader === '' ? 'none yet' : `${this.state.leader} (replication ${this.options.cluster.peers[this.state.leader] ?? '?'})`;
+      return Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} follows; send writes to the leader: ${leader}` });
+    }
+    if (!this.leader.writable) {
+      return Promise.resolve({ error: 'unavailable', message: `only ${this.leader.isr.size} center(s) in sync, fewer than ${this.leader.min_isr}: writes are refused until a follower catches up` });
+    }
+    return call(engine);
+  }
+
+  private read(call: (engine: Engine) => Promise<ShardResult>): Promise<ShardResult> {
+    const engine = this.engine;
+    if (engine === null || this.role === 'changing') return this.notServing();
+    return call(engine);
+  }
+
+  createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
+    return this.write((engine) => engine.createAccounts(count, body));
+  }
+
+  createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
+    return this.write((engine) => engine.createTransfers(count, body));
+  }
+
+  lookupAccounts(ids: bigint[]): Promise<ShardResult> {
+    return this.read((engine) => engine.lookupAccounts(ids));
+  }
+
+  lookupTransfers(ids: bigint[]): Promise<ShardResult> {
+    return this.read((engine) => engine.lookupTransfers(ids));
+  }
+
+  getAccountTransfers(filter: AccountFilter): Promise<ShardResult> {
+    return this.read((engine) => engine.getAccountTransfers(filter));
+  }
+
+  getAccountBalances(filter: AccountFilter): Promise<ShardResult> {
+    return this.read((engine) => engine.getAccountBalances(filter));
+  }
+
+  queryAccounts(filter: QueryFilter): Promise<ShardResult> {
+    return this.read((engine) => engine.queryAccounts(filter));
+  }
+
+  queryTransfers(filter: QueryFilter): Promise<ShardResult> {
+    return this.read((engine) => engine.queryTransfers(filter));
+  }
+
+  feedRead(shard: number, from: number, limit: number, ledgers: number[] | null): Promise<ShardResult> {
+    return this.read((engine) => engine.feedRead(shard, from, limit, ledgers));
+  }
+
+  onCommitted(listener: (shard: number) => void): () => void {
+    this.committed_listeners.add(listener);
+    return () => this.committed_listeners.delete(listener);
+  }
+
+  shardMetrics(timeout_ms = 2_000): Promise<MetricsJson[]> {
+    return this.engine?.shardMetrics(timeout_ms) ?? Promise.resolve([]);
+  }
+
+  shardLoads(): Array<{ shard: number; events: number; requests: number }> {
+    return this.engine?.shardLoads() ?? [];
+  }
+
+  /** Stops following or leading (the lease is revoked: a follower may take over at once) and closes the engine. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.poll !== null) clearInterval(this.poll);
+    await this.transition.catch(() => undefined);
+    this.follower?.close();
+    this.leader?.stop();
+    for (const client of this.wss.clients) client.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await this.closeEngine();
+    await this.coordinator.close();
+  }
+}

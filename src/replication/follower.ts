@@ -1,0 +1,140 @@
+// The follower's side of replication (docs/replication.md): one connection to the leader named in
+// etcd. It says where its logs stand, truncates a divergent tail when the leader says so (through
+// the center, which reopens the engine), appends the leader's entries as stored, acknowledges
+// what is durable, and applies what the leader reports committed.
+
+import { WebSocket } from 'ws';
+import type { Engine } from '../shard/engine.ts';
+import type { LogHeadWire } from '../shard/messages.ts';
+import { entryHeader } from '../storage/log.ts';
+import { REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type LeaderMessage } from './wire.ts';
+
+export interface FollowerOptions {
+  engine: Engine;
+  /** The leader's replication address, host:port. */
+  leader_address: string;
+  leader: string;
+  cluster: string;
+  secret: string;
+  center: string;
+  /** The newest epoch this center knows of. */
+  epoch: number;
+  /** Some shards' logs run past where they agree with the leader: truncate them, then follow again. */
+  on_truncate: (agree: number[]) => void;
+  /** The connection ended (or was refused): the center decides what next. */
+  on_end: (reason: string) => void;
+  on_event?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export class ReplicaFollower {
+  private readonly options: FollowerOptions;
+  private readonly ws: WebSocket;
+  /** Per shard: the head of what was handed to the engine (appended, or about to be). */
+  private readonly heads: LogHeadWire[];
+  private welcomed = false;
+  private ended = false;
+  /** The leader's epoch, from its welcome. */
+  leader_epoch = 0;
+  readonly commit: number[];
+  readonly acked: number[];
+
+  constructor(options: FollowerOptions, heads: LogHeadWire[]) {
+    this.options = options;
+    this.heads = heads.map((head) => ({ ...head }));
+    this.commit = heads.map(() => 0);
+    this.acked = heads.map((head) => head.position);
+    this.ws = new WebSocket(`ws://${options.leader_address}${REPLICATION_PATH}`, { maxPayload: REPLICATION_FRAME_BYTES_MAX, handshakeTimeout: 2_000 });
+    this.ws.binaryType = 'nodebuffer';
+    this.ws.on('open', () => {
+      this.ws.send(
+        encodeMessage({ t: 'hello', cluster: options.cluster, secret: options.secret, center: options.center, epoch: options.epoch, heads: this.heads }),
+      );
+    });
+    this.ws.on('message', (data: Buffer) => this.onMessage(data));
+    this.ws.on('error', (error) => this.end(`connection to ${options.leader} failed: ${error.message}`));
+    this.ws.on('close', (code, reason) => this.end(`connection to ${options.leader} closed (${code} ${reason.toString()})`));
+  }
+
+  /** The engine acknowledged (or refused) what it was handed (Engine on_replica). */
+  onReplica(shard: number, outcome: { acked: number } | { refused: string; message: string }): void {
+    if (this.ended) return;
+    if ('refused' in outcome) {
+      // Our heads no longer say where the log stands: the center reopens and asks again.
+      this.end(`shard ${shard} refused the leader's entry (${outcome.refused}: ${outcome.message})`, true);
+      return;
+    }
+    this.acked[shard] = outcome.acked;
+    this.ws.send(encodeMessage({ t: 'ack', shard, position: outcome.acked }));
+  }
+
+  get leader(): string {
+    return this.options.leader;
+  }
+
+  close(): void {
+    this.end('closed by this center');
+  }
+
+  private onMessage(data: Buffer): void {
+    if (this.ended) return;
+    const message = decodeMessage<LeaderMessage>(data);
+    if (message === null) return this.end('the leader sent a malformed message');
+    switch (message.t) {
+      case 'refuse':
+        return this.end(`the leader refused: ${message.code}: ${message.message}`);
+      case 'welcome': {
+        this.leader_epoch = message.epoch;
+        if (message.epoch < this.options.epoch) return this.end(`${this.options.leader} leads epoch ${message.epoch}, older than ${this.options.epoch}`);
+        const diverged = message.agree.some((agree, shard) => agree < this.heads[shard].position);
+        if (diverged) {
+          this.options.on_event?.('log diverged from the leader', { leader: this.options.leader, agree: message.agree, heads: this.heads.map((h) => h.position) });
+          this.ended = true;
+          this.ws.close(1000, 'truncating');
+          this.options.on_truncate(message.agree);
+          return;
+        }
+        this.welcomed = true;
+        this.applyCommit(message.commit);
+        this.options.on_event?.('following', { leader: this.options.leader, epoch: message.epoch });
+        return;
+      }
+      case 'entries': {
+        if (!this.welcomed) return this.end('entries before welcome');
+        const head = this.heads[message.shard];
+        if (head === undefined || message.first !== head.position + 1 || message.entries.length === 0) {
+          return this.end(`shard ${message.shard}: entries from ${message.first} do not follow ${head?.position}`, true);
+        }
+        let last;
+        try {
+          last = entryHeader(message.entries[message.entries.length - 1]);
+        } catch (error) {
+          return this.end(`shard ${message.shard}: ${(error as Error).message}`, true);
+        }
+        this.heads[message.shard] = { position: last.position, epoch: last.epoch, checksum: last.checksum };
+        this.options.engine.appendReplica(message.shard, message.entries);
+        return;
+      }
+      case 'commit':
+        if (this.welcomed) this.applyCommit(message.commit);
+        return;
+    }
+  }
+
+  private applyCommit(commit: number[]): void {
+    for (let shard = 0; shard < commit.length && shard < this.commit.length; shard++) {
+      // Only what this log holds is applied: a commit position past it waits for the entries.
+      const position = Math.min(commit[shard], this.heads[shard].position);
+      if (position > this.commit[shard]) {
+        this.commit[shard] = position;
+        this.options.engine.setCommitted(shard, position);
+      }
+    }
+  }
+
+  private end(reason: string, reopen = false): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+    this.options.on_end(reopen ? `reopen: ${reason}` : reason);
+  }
+}

@@ -1,0 +1,328 @@
+// The leader's side of replication (docs/replication.md): it streams each shard's durable entries
+// to every connected follower, counts an entry committed once every in-sync replica holds it,
+// and only then lets the engine release the replies that depend on it, and only while its etcd
+// lease cannot have expired. A follower that falls behind is taken out of the in-sync set in etcd
+// before commit goes on without it; one that caught up is taken back in.
+
+import type { WebSocket } from 'ws';
+import type { Engine } from '../shard/engine.ts';
+import type { LogHeadWire } from '../shard/messages.ts';
+import type { Coordinator, GroupState } from './coordinator.ts';
+import { encodeMessage, type LeaderMessage } from './wire.ts';
+
+export interface LeaderOptions {
+  coordinator: Coordinator;
+  /** The partition group led (the whole engine: docs/replication.md). */
+  group: number;
+  state: GroupState;
+  shard_count: number;
+  /** A follower behind (or away) this long leaves the in-sync set. */
+  lag_max_ms: number;
+  /** This center lost the right to lead (lease at risk, or a newer epoch exists). */
+  on_deposed: (reason: string) => void;
+  on_event?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+/** Entries sent but not acknowledged, per follower and shard, before the leader waits. */
+const WINDOW_ENTRIES = 256;
+/** Entries per shipment. */
+const SHIP_ENTRIES_MAX = 64;
+/** Recent entries kept in memory per shard for shipping (older ones are read from the log). */
+const RECENT_ENTRIES_MAX = 1024;
+/** Bytes queued on a follower's socket before the leader waits for it to drain. */
+const SOCKET_BUFFERED_MAX = 32 << 20;
+const TICK_MS = 50;
+
+interface Link {
+  center: string;
+  ws: WebSocket;
+  next: number[];
+  pumping: boolean[];
+  closed: boolean;
+}
+
+export class ReplicaLeader {
+  private readonly options: LeaderOptions;
+  private engine: Engine | null = null;
+  readonly epoch: number;
+  readonly min_isr: number;
+  /** Members of the in-sync set, this center included. */
+  isr: Set<string>;
+  /** Per shard: the highest position durable here (and handed over for shipping). */
+  private readonly durable: number[];
+  /** Per shard: the recent entries, from position `first`. */
+  private readonly recent: Array<{ first: number; entries: Uint8Array[] }>;
+  private readonly commit: number[];
+  /** Per center: what it acknowledged durable, per shard (kept across its reconnects). */
+  private readonly acked = new Map<string, number[]>();
+  private readonly links = new Map<string, Link>();
+  /** Per in-sync member: since when it has been behind or away (ms, monotonic). */
+  private readonly behind_since = new Map<string, number>();
+  private isr_change: Promise<void> | null = null;
+  private commit_broadcast_scheduled = false;
+  private readonly timer: NodeJS.Timeout;
+  private stopped = false;
+  /** Failovers are measured by operators: when this leadership started serving. */
+  readonly since_ms = performance.now();
+
+  constructor(options: LeaderOptions) {
+    this.options = options;
+    this.epoch = options.state.epoch;
+    this.min_isr = options.state.min_isr;
+    this.isr = new Set(options.state.isr);
+    const n = options.shard_count;
+    this.durable = new Array<number>(n).fill(-1);
+    this.recent = Array.from({ length: n }, () => ({ first: 1, entries: [] }));
+    this.commit = new Array<number>(n).fill(0);
+    const now = performance.now();
+    for (const member of this.isr) if (member !== this.self) this.behind_since.set(member, now);
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.timer.unref();
+  }
+
+  private get self(): string {
+    return this.options.coordinator.center;
+  }
+
+  /** The engine this leadership serves with (started after the leader object, see Center). */
+  attach(engine: Engine): void {
+    this.engine = engine;
+    for (let shard = 0; shard < this.options.shard_count; shard++) {
+      const head = engine.log_heads[shard].position;
+      if (this.durable[shard] < head) this.durable[shard] = head;
+      if (this.recent[shard].entries.length === 0) this.recent[shard].first = this.durable[shard] + 1;
+      this.recomputeCommit(shard);
+    }
+  }
+
+  /** The engine's newly durable entries of `shard` (Engine on_entries). */
+  onEntries(shard: number, first: number, entries: Uint8Array[]): void {
+    if (this.stopped) return;
+    if (this.durable[shard] < 0) {
+      this.durable[shard] = first - 1;
+      this.recent[shard].first = first;
+    }
+    if (first !== this.durable[shard] + 1) {
+      this.options.on_deposed(`shard ${shard} handed over entry ${first} after ${this.durable[shard]}`);
+      return;
+    }
+    const recent = this.recent[shard];
+    if (recent.first + recent.entries.length !== first) {
+      recent.first = first;
+      recent.entries = [];
+    }
+    for (const bytes of entries) recent.entries.push(bytes);
+    if (recent.entries.length > RECENT_ENTRIES_MAX) {
+      const drop = recent.entries.length - RECENT_ENTRIES_MAX;
+      recent.entries.splice(0, drop);
+      recent.first += drop;
+    }
+    this.durable[shard] = first + entries.length - 1;
+    this.recomputeCommit(shard);
+    for (const link of this.links.values()) void this.pump(link, shard);
+  }
+
+  /** Writes are refused below the minimum in-sync set (the door answers `unavailable`). */
+  get writable(): boolean {
+    return !this.stopped && this.isr.size >= this.min_isr;
+  }
+
+  get commits(): readonly number[] {
+    return this.commit;
+  }
+
+  /** Per follower center: entries behind this leader's durable log (summed over shards), or null if never connected. */
+  lag(): Record<string, number | null> {
+    const out: Record<string, number | null> = {};
+    for (const member of new Set([...this.isr, ...this.acked.keys()])) {
+      if (member === this.self) continue;
+      const acked = this.acked.get(member);
+      out[member] = acked === undefined ? null : acked.reduce((sum, position, shard) => sum + Math.max(0, this.durable[shard] - position), 0);
+    }
+    return out;
+  }
+
+  /**
+   * A follower said hello (cluster and secret already checked): tells it where its logs agree
+   * with these, then streams.
+   */
+  async accept(ws: WebSocket, center: string, epoch: number, heads: LogHeadWire[]): Promise<void> {
+    const engine = this.engine;
+    if (engine === null || this.stopped) return this.refuse(ws, 'not_leader', `${this.self} is not serving as leader`);
+    if (epoch > this.epoch) {
+      this.refuse(ws, 'stale_epoch', `${center} knows epoch ${epoch}; this leader has ${this.epoch}`);
+      this.options.on_deposed(`a follower knows a newer epoch (${epoch})`);
+      return;
+    }
+    if (heads.length !== this.options.shard_count) {
+      return this.refuse(ws, 'shard_count_mismatch', `${center} has ${heads.length} shard(s); the leader has ${this.options.shard_count}`);
+    }
+    const agree = await Promise.all(heads.map((head, shard) => engine.agree(shard, head)));
+    if (this.stopped || ws.readyState !== ws.OPEN) return;
+    const previous = this.links.get(center);
+    if (previous !== undefined) this.drop(previous, 'replaced by a new connection');
+    const link: Link = { center, ws, next: agree.map((a) => a.agree + 1), pumping: new Array<boolean>(heads.length).fill(false), closed: false };
+    this.links.set(center, link);
+    // What it holds that agrees with this log (a truncation never removes what this leader had
+    // acknowledged from it: that is committed, and committed entries are never truncated).
+    this.acked.set(center, agree.map((a, shard) => Math.min(a.agree, heads[shard].position)));
+    this.send(link, { t: 'welcome', epoch: this.epoch, agree: agree.map((a) => a.agree), commit: [...this.commit] });
+    this.options.on_event?.('follower connected', { follower: center, agree: agree.map((a) => a.agree) });
+    ws.on('close', () => this.drop(link, 'disconnected'));
+    // A follower that must truncate says hello again afterwards; streaming now is harmless (it
+    // closes), so every follower is treated alike.
+    for (let shard = 0; shard < heads.length; shard++) void this.pump(link, shard);
+  }
+
+  /** A follower's acknowledgement: shard `shard` is durable there up to `position`. */
+  onAck(center: string, shard: number, position: number): void {
+    const link = this.links.get(center);
+    const acked = this.acked.get(center);
+    if (link === undefined || acked === undefined || !Number.isSafeInteger(position) || shard < 0 || shard >= acked.length) return;
+    if (position > this.durable[shard]) return; // not shipped by this leader: ignore
+    if (position > acked[shard]) acked[shard] = position;
+    this.recomputeCommit(shard);
+    void this.pump(link, shard);
+  }
+
+  private refuse(ws: WebSocket, code: Extract<LeaderMessage, { t: 'refuse' }>['code'], message: string): void {
+    ws.send(encodeMessage({ t: 'refuse', code, message }));
+    ws.close(1008, code);
+  }
+
+  private send(link: Link, message: LeaderMessage): void {
+    if (link.closed || link.ws.readyState !== link.ws.OPEN) return;
+    link.ws.send(encodeMessage(message));
+  }
+
+  private drop(link: Link, reason: string): void {
+    if (link.closed) return;
+    link.closed = true;
+    if (this.links.get(link.center) === link) this.links.delete(link.center);
+    if (link.ws.readyState === link.ws.OPEN) link.ws.close(1001, reason.slice(0, 100));
+    this.options.on_event?.('follower disconnected', { follower: link.center, reason });
+  }
+
+  private async pump(link: Link, shard: number): Promise<void> {
+    if (link.pumping[shard] || link.closed) return;
+    link.pumping[shard] = true;
+    try {
+      const acked = this.acked.get(link.center)!;
+      while (!link.closed && !this.stopped && link.next[shard] <= this.durable[shard]) {
+        if (link.next[shard] - acked[shard] > WINDOW_ENTRIES || link.ws.bufferedAmount > SOCKET_BUFFERED_MAX) break;
+        const from = link.next[shard];
+        let entries = this.fromRecent(shard, from);
+        if (entries === null) {
+          entries = await this.engine!.storedEntries(shard, from, SHIP_ENTRIES_MAX);
+          if (entries.length === 0) {
+            this.drop(link, `entry ${from} of shard ${shard} is no longer in the leader's log; the follower must be rebuilt`);
+            return;
+          }
+          if (link.next[shard] !== from) continue;
+        }
+        this.send(link, { t: 'entries', shard, first: from, entries });
+        link.next[shard] = from + entries.length;
+      }
+    } catch (error) {
+      this.drop(link, `cannot ship: ${(error as Error).message}`);
+    } finally {
+      link.pumping[shard] = false;
+    }
+  }
+
+  private fromRecent(shard: number, from: number): Uint8Array[] | null {
+    const recent = this.recent[shard];
+    if (from < recent.first || from >= recent.first + recent.entries.length) return null;
+    const at = from - recent.first;
+    return recent.entries.slice(at, at + SHIP_ENTRIES_MAX);
+  }
+
+  /** Commit = what every in-sync member holds; replies leave only while this center may lead. */
+  private recomputeCommit(shard: number): void {
+    if (this.stopped || this.engine === null) return;
+    if (this.isr.size < this.min_isr) return;
+    let position = this.durable[shard];
+    for (const member of this.isr) {
+      if (member === this.self) continue;
+      const acked = this.acked.get(member);
+      position = Math.min(position, acked === undefined ? 0 : acked[shard]);
+    }
+    if (position <= this.commit[shard]) return;
+    if (!this.options.coordinator.mayLead()) {
+      this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
+      return;
+    }
+    this.commit[shard] = position;
+    this.engine.setCommitted(shard, position);
+    if (!this.commit_broadcast_scheduled) {
+      this.commit_broadcast_scheduled = true;
+      setImmediate(() => {
+        this.commit_broadcast_scheduled = false;
+        for (const link of this.links.values()) this.send(link, { t: 'commit', commit: [...this.commit] });
+      });
+    }
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    if (!this.options.coordinator.mayLead()) {
+      this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
+      return;
+    }
+    if (this.isr_change !== null) return;
+    const now = performance.now();
+    for (const member of this.isr) {
+      if (member === this.self) continue;
+      const acked = this.acked.get(member);
+      const behind = !this.links.has(member) || acked === undefined || acked.some((position, shard) => position < this.durable[shard]);
+      if (!behind) {
+        this.behind_since.delete(member);
+        continue;
+      }
+      const since = this.behind_since.get(member);
+      if (since === undefined) this.behind_since.set(member, now);
+      else if (now - since > this.options.lag_max_ms) {
+        this.changeIsr([...this.isr].filter((m) => m !== member), `${member} is ${this.links.has(member) ? 'behind' : 'away'} for over ${this.options.lag_max_ms} ms`);
+        return;
+      }
+    }
+    for (const link of this.links.values()) {
+      if (this.isr.has(link.center)) continue;
+      const acked = this.acked.get(link.center);
+      if (acked !== undefined && acked.every((position, shard) => position >= this.commit[shard] && this.commit[shard] >= this.durable[shard] - WINDOW_ENTRIES)) {
+        this.changeIsr([...this.isr, link.center], `${link.center} caught up`);
+        return;
+      }
+    }
+  }
+
+  private changeIsr(isr: string[], reason: string): void {
+    this.isr_change = this.options.coordinator
+      .setIsr(this.options.group, this.epoch, isr)
+      .then((result) => {
+        if (!result.ok) {
+          this.options.on_deposed(`could not change the in-sync set (${result.reason})`);
+          return;
+        }
+        const added = result.state.isr.filter((m) => !this.isr.has(m));
+        this.isr = new Set(result.state.isr);
+        const now = performance.now();
+        for (const member of added) this.behind_since.delete(member);
+        for (const member of this.isr) if (member !== this.self && !this.links.has(member)) this.behind_since.set(member, now);
+        this.options.on_event?.('in-sync set changed', { isr: result.state.isr, reason });
+        for (let shard = 0; shard < this.options.shard_count; shard++) this.recomputeCommit(shard);
+      })
+      .catch((error: unknown) => this.options.on_event?.('in-sync set change failed', { reason, error: (error as Error).message }))
+      .finally(() => {
+        this.isr_change = null;
+      });
+  }
+
+  /** Stops leading: no more commits; followers are disconnected. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.timer);
+    for (const link of [...this.links.values()]) this.drop(link, 'the leader stepped down');
+  }
+}

@@ -1,0 +1,43 @@
+// The replication protocol between centers (docs/replication.md): msgpack messages in binary
+// WebSocket frames on each center's replication port. A follower connects to the leader it read
+// in etcd, says where its logs stand, and is told where they agree; the leader then streams each
+// shard's entries exactly as stored, and the follower acknowledges what is durable.
+
+import { Packr } from 'msgpackr';
+import type { LogHeadWire } from '../shard/messages.ts';
+
+export const REPLICATION_PATH = '/replicate';
+/** One frame at most (a shipment of entries is bounded by the leader's window). */
+export const REPLICATION_FRAME_BYTES_MAX = 128 << 20;
+
+export type FollowerMessage =
+  /** First message: who is asking, with the cluster secret, and where its shards' logs stand. */
+  | { t: 'hello'; cluster: string; secret: string; center: string; epoch: number; heads: LogHeadWire[] }
+  /** Shard `shard` holds everything up to `position` durably. */
+  | { t: 'ack'; shard: number; position: number };
+
+export type LeaderMessage =
+  /**
+   * Per shard, the last position where the follower's log agrees with the leader's. A follower
+   * whose head is past it must truncate to it and say hello again; otherwise entries follow.
+   */
+  | { t: 'welcome'; epoch: number; agree: number[]; commit: number[] }
+  | { t: 'refuse'; code: 'not_leader' | 'stale_epoch' | 'unauthorized' | 'shard_count_mismatch' | 'bad_request'; message: string }
+  /** Entries of shard `shard` from position `first`, as stored; and the commit positions. */
+  | { t: 'entries'; shard: number; first: number; entries: Uint8Array[] }
+  | { t: 'commit'; commit: number[] };
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export function encodeMessage(message: FollowerMessage | LeaderMessage): Buffer {
+  return packr.pack(message);
+}
+
+export function decodeMessage<T extends FollowerMessage | LeaderMessage>(data: Uint8Array): T | null {
+  try {
+    const value = packr.unpack(data) as { t?: unknown } | null;
+    return value !== null && typeof value === 'object' && typeof value.t === 'string' ? (value as T) : null;
+  } catch {
+    return null;
+  }
+}

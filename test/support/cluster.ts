@@ -1,0 +1,184 @@
+// Three (or more) `keel start` processes joined into one cluster through a throwaway etcd, all on
+// loopback: the harness of the active-centers tests (docs/replication.md). Every center shares
+// one admin token (the tokens file is copied) and the cluster secret; gateways listen on free
+// ports, read from each start's banner.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Etcd3 } from 'etcd3';
+import { TokenStore, TOKENS_FILE } from '../../src/gateway/tokens.ts';
+import type { GroupState } from '../../src/replication/coordinator.ts';
+import { startEtcd, type TestEtcd } from './etcd.ts';
+
+const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+export const CLUSTER_SECRET = 'test-cluster-secret-0123456789';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+export interface CenterProcess {
+  name: string;
+  data: string;
+  replication_port: number;
+  child: ChildProcess | null;
+  /** The gateway's ws:// URL of the current life (rejects if it ends before listening). */
+  url: Promise<string>;
+  stdout: string;
+  stderr: string;
+  exited: Promise<void>;
+}
+
+export interface TestCluster {
+  etcd: TestEtcd;
+  name: string;
+  token: string;
+  centers: CenterProcess[];
+  dir: string;
+  center(name: string): CenterProcess;
+  start(name: string): CenterProcess;
+  /** kill -9 (or another signal) and wait for the exit. */
+  kill(name: string, signal?: NodeJS.Signals): Promise<void>;
+  state(): Promise<GroupState>;
+  /** Waits until etcd names a leader with a live lease whose gateway listens; returns its name. */
+  waitLeader(options?: { not?: string; min_epoch?: number; timeout_ms?: number }): Promise<string>;
+  waitIsr(size: number, timeout_ms?: number): Promise<GroupState>;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(options: { names?: string[]; shards: number; min_insync?: number; lag_max_ms?: number }): Promise<TestCluster> {
+  const names = options.names ?? ['a', 'b', 'c'];
+  const etcd = await startEtcd();
+  const dir = mkdtempSync(join(tmpdir(), 'keel-cluster-'));
+  const name = `t${process.pid}x${Date.now().toString(36)}`;
+  const ports = new Map<string, number>();
+  for (const n of names) ports.set(n, await freePort());
+  // One token for every center: created in the first directory, the file copied to the others.
+  const first = join(dir, names[0]);
+  mkdirSync(first, { recursive: true });
+  const opened = TokenStore.open(first);
+  if (!opened.ok) throw new Error(opened.message);
+  const created = opened.value.create('admin', ['admin']);
+  if (!created.ok) throw new Error(created.message);
+  for (const n of names.slice(1)) {
+    mkdirSync(join(dir, n), { recursive: true });
+    copyFileSync(join(first, TOKENS_FILE), join(dir, n, TOKENS_FILE));
+  }
+  const client = new Etcd3({ hosts: `http://${etcd.endpoint}` });
+  const centers: CenterProcess[] = names.map((n) => ({
+    name: n,
+    data: join(dir, n),
+    replication_port: ports.get(n)!,
+    child: null,
+    url: Promise.reject(new Error('not started')),
+    stdout: '',
+    stderr: '',
+    exited: Promise.resolve(),
+  }));
+  for (const c of centers) c.url.catch(() => {});
+
+  const center = (n: string): CenterProcess => {
+    const found = centers.find((c) => c.name === n);
+    if (found === undefined) throw new Error(`no center ${n}`);
+    return found;
+  };
+
+  const startOne = (n: string): CenterProcess => {
+    const c = center(n);
+    const peers = names.filter((p) => p !== n).map((p) => `${p}=127.0.0.1:${ports.get(p)}`).join(',');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import=tsx', MAIN, 'start',
+        '--port', '0', '--metrics-port', 'off', '--data', c.data, '--shards', String(options.shards),
+        '--center', n, '--etcd', `http://${etcd.endpoint}`, '--peers', peers, '--cluster', name,
+        '--replication-port', String(c.replication_port), '--min-insync', String(options.min_insync ?? 2), '--lease-ttl', '2',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KEEL_CLUSTER_SECRET: CLUSTER_SECRET, KEEL_LOG_LEVEL: 'info', KEEL_REPLICA_LAG_MAX_MS: String(options.lag_max_ms ?? 1500) } },
+    );
+    c.child = child;
+    c.stdout = '';
+    c.stderr = '';
+    child.stdout!.on('data', (chunk: Buffer) => (c.stdout += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => (c.stderr += chunk.toString()));
+    c.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    c.url = new Promise<string>((resolve, reject) => {
+      const look = (): void => {
+        const m = /keel listening on (ws:\/\/\S+)/.exec(c.stdout);
+        if (m !== null) resolve(m[1]);
+      };
+      child.stdout!.on('data', look);
+      void c.exited.then(() => reject(new Error(`center ${n} ended before listening:\n${c.stdout}\n${c.stderr.slice(-3000)}`)));
+    });
+    c.url.catch(() => {});
+    return c;
+  };
+
+  const state = async (): Promise<GroupState> => {
+    const text = await client.get(`/keel/${name}/group/0/state`).string();
+    if (text === null) throw new Error('no cluster state in etcd yet');
+    return JSON.parse(text) as GroupState;
+  };
+
+  const cluster: TestCluster = {
+    etcd,
+    name,
+    token: created.value.token,
+    centers,
+    dir,
+    center,
+    start: startOne,
+    async kill(n, signal = 'SIGKILL') {
+      const c = center(n);
+      c.child?.kill(signal);
+      await c.exited;
+    },
+    state,
+    async waitLeader(wait = {}) {
+      const deadline = Date.now() + (wait.timeout_ms ?? 30_000);
+      for (;;) {
+        try {
+          const s = await state();
+          const live = await client.get(`/keel/${name}/group/0/leader`).string();
+          if (live !== null && live === s.leader && live !== wait.not && s.epoch >= (wait.min_epoch ?? 1)) {
+            await center(live).url;
+            return live;
+          }
+        } catch {
+          // not yet
+        }
+        if (Date.now() > deadline) throw new Error(`no leader within ${wait.timeout_ms ?? 30_000} ms; logs:\n${centers.map((c) => `${c.name}: ${c.stderr.slice(-1500)}`).join('\n')}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    },
+    async waitIsr(size, timeout_ms = 30_000) {
+      const deadline = Date.now() + timeout_ms;
+      for (;;) {
+        const s = await state().catch(() => null);
+        if (s !== null && s.isr.length === size) return s;
+        if (Date.now() > deadline) throw new Error(`in-sync set not of ${size} within ${timeout_ms} ms: ${JSON.stringify(s)}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    },
+    async stop() {
+      for (const c of centers) c.child?.kill('SIGKILL');
+      await Promise.all(centers.map((c) => c.exited));
+      client.close();
+      await etcd.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  for (const n of names) startOne(n);
+  return cluster;
+}
