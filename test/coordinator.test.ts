@@ -59,7 +59,7 @@ t.test('one leader per epoch; a crashed leader is replaced by an in-sync member 
   const took_ms = Date.now() - crashed_at;
   t.ok(taken.ok, `b took over ${took_ms} ms after the crash`);
   t.ok(took_ms >= TTL_S * 1000 - 200 && took_ms < TTL_S * 1000 + 3_000, 'once the lease ran out, not before');
-  t.same(taken.ok && taken.state, { epoch: 2, leader: 'b', isr: ['a', 'b', 'c'], min_isr: 2 });
+  t.same(taken.ok && taken.state, { epoch: 2, leader: 'b', isr: ['b', 'c'], min_isr: 2 }, 'the crashed leader leaves the in-sync set with its leadership');
   t.notOk((await d.takeOver(0)).ok, 'one leader per epoch');
 });
 

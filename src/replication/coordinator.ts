@@ -138,7 +138,10 @@ export class Coordinator {
     if (current === null) return { ok: false, reason: 'the group does not exist', state: null };
     if (!current.state.isr.includes(this.center)) return { ok: false, reason: `${this.center} is not in the in-sync set`, state: current.state };
     if (!this.mayLead()) return { ok: false, reason: 'this center cannot renew its lease', state: current.state };
-    const next: GroupState = { ...current.state, epoch: current.state.epoch + 1, leader: this.center };
+    // The previous leader's lease ran out (or it resigned): it leaves the in-sync set with its
+    // leadership, so that commit does not wait for it; it rejoins once it has caught up.
+    const isr = current.state.isr.filter((member) => member === this.center || member !== current.state.leader);
+    const next: GroupState = { ...current.state, epoch: current.state.epoch + 1, leader: this.center, isr };
     const result = await this.client
       .if(this.key(group, 'state'), 'Mod', '==', current.revision)
       .and(this.key(group, 'leader'), 'Create', '==', 0)

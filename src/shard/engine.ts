@@ -543,8 +543,10 @@ export class Engine {
   lookupTransfers(ids: bigint[]): Promise<ShardResult> {
     if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.lookup_transfers, { ids }], 1);
     const by_shard = new Map<number, bigint[]>();
+    // A follower's filters are those of its start: the leader's entries bring ids they lack.
+    const filtered = !this.follower;
     for (const id of ids) {
-      for (let shard = 0; shard < this.filters.length; shard++) if (this.filters[shard].mayHaveId(id)) pushTo(by_shard, shard, id);
+      for (let shard = 0; shard < this.filters.length; shard++) if (!filtered || this.filters[shard].mayHaveId(id)) pushTo(by_shard, shard, id);
     }
     return this.gather(by_shard, (shard_ids) => (id) => [id, ShardOp.lookup_transfers, { ids: shard_ids }]).then((results) => {
       const found = new Map<bigint, Transfer>();

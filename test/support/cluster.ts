@@ -5,7 +5,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,11 +37,63 @@ export interface CenterProcess {
   url: Promise<string>;
   stdout: string;
   stderr: string;
+  /** stderr of every life of this center. */
+  history: string;
   exited: Promise<void>;
+}
+
+/**
+ * A TCP relay for one direction of replication (a follower reaching a leader): cutting it ends
+ * every connection through it and refuses new ones until it heals, like a broken link.
+ */
+export class Link {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  cut = false;
+  port = 0;
+
+  constructor(private readonly target: number) {
+    this.server = createServer((socket) => {
+      if (this.cut) return socket.destroy();
+      const upstream = netConnect(this.target, '127.0.0.1');
+      this.sockets.add(socket);
+      this.sockets.add(upstream);
+      const end = (): void => {
+        socket.destroy();
+        upstream.destroy();
+        this.sockets.delete(socket);
+        this.sockets.delete(upstream);
+      };
+      socket.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => {
+      const address = this.server.address();
+      this.port = typeof address === 'object' && address !== null ? address.port : 0;
+      resolve();
+    }));
+  }
+
+  setCut(cut: boolean): void {
+    this.cut = cut;
+    if (cut) for (const socket of this.sockets) socket.destroy();
+  }
+
+  close(): Promise<void> {
+    this.setCut(true);
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
 }
 
 export interface TestCluster {
   etcd: TestEtcd;
+  /** `from>to` → the relay a follower `from` reaches leader `to` through. */
+  links: Map<string, Link>;
   name: string;
   token: string;
   centers: CenterProcess[];
@@ -64,6 +116,15 @@ export async function startCluster(options: { names?: string[]; shards: number; 
   const name = `t${process.pid}x${Date.now().toString(36)}`;
   const ports = new Map<string, number>();
   for (const n of names) ports.set(n, await freePort());
+  const links = new Map<string, Link>();
+  for (const from of names) {
+    for (const to of names) {
+      if (from === to) continue;
+      const link = new Link(ports.get(to)!);
+      await link.listen();
+      links.set(`${from}>${to}`, link);
+    }
+  }
   // One token for every center: created in the first directory, the file copied to the others.
   const first = join(dir, names[0]);
   mkdirSync(first, { recursive: true });
@@ -84,6 +145,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
     url: Promise.reject(new Error('not started')),
     stdout: '',
     stderr: '',
+    history: '',
     exited: Promise.resolve(),
   }));
   for (const c of centers) c.url.catch(() => {});
@@ -96,7 +158,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
 
   const startOne = (n: string): CenterProcess => {
     const c = center(n);
-    const peers = names.filter((p) => p !== n).map((p) => `${p}=127.0.0.1:${ports.get(p)}`).join(',');
+    const peers = names.filter((p) => p !== n).map((p) => `${p}=127.0.0.1:${links.get(`${n}>${p}`)!.port}`).join(',');
     const child = spawn(
       process.execPath,
       [
@@ -111,7 +173,10 @@ export async function startCluster(options: { names?: string[]; shards: number; 
     c.stdout = '';
     c.stderr = '';
     child.stdout!.on('data', (chunk: Buffer) => (c.stdout += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (c.stderr += chunk.toString()));
+    child.stderr!.on('data', (chunk: Buffer) => {
+      c.stderr += chunk.toString();
+      c.history += chunk.toString();
+    });
     c.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     c.url = new Promise<string>((resolve, reject) => {
       const look = (): void => {
@@ -133,6 +198,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
 
   const cluster: TestCluster = {
     etcd,
+    links,
     name,
     token: created.value.token,
     centers,
@@ -175,6 +241,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
       for (const c of centers) c.child?.kill('SIGKILL');
       await Promise.all(centers.map((c) => c.exited));
       client.close();
+      for (const link of links.values()) await link.close();
       await etcd.stop();
       rmSync(dir, { recursive: true, force: true });
     },
