@@ -28,9 +28,12 @@ t.test('kill -9 of the leader under load: writes resume on a follower, nothing a
   t.not(second, first, `${second} took over from ${first}`);
   const state = await cluster.state();
   t.ok(state.isr.includes(second), 'the new leader was in sync');
-  await sleep(2_000);
+  // Machines are noisy (bench/ measures failover time): here, writes must resume at all.
+  const deadline = Date.now() + 30_000;
+  while (!bank.acked_at.some((at) => at > killed_at) && Date.now() < deadline) await sleep(50);
   const resumed = bank.acked_at.find((at) => at > killed_at);
   t.ok(resumed !== undefined, 'writes resumed after the kill');
+  await sleep(1_000);
   t.comment(`failover: last acknowledgement before the kill to the first after: ${(resumed ?? 0) - (bank.acked_at.filter((at) => at <= killed_at).pop() ?? killed_at)} ms`);
 
   cluster.start(first);

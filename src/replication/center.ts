@@ -217,6 +217,8 @@ export class Center {
         on_truncate: (agree) => this.truncate(agree),
         on_end: (reason) => {
           if (this.follower === follower) this.follower = null;
+          // The next hello says where the logs stand now (a reopen reads them again).
+          if (this.engine === engine) this.heads = follower.currentHeads();
           this.event('stopped following', { leader, reason });
           if (reason.startsWith('reopen:')) this.reopen('follower');
         },

@@ -36,12 +36,15 @@ export class ReplicaFollower {
   /** The leader's epoch, from its welcome. */
   leader_epoch = 0;
   readonly commit: number[];
+  /** The leader's commit positions as last heard (applied as far as this log reaches). */
+  private readonly leader_commit: number[];
   readonly acked: number[];
 
   constructor(options: FollowerOptions, heads: LogHeadWire[]) {
     this.options = options;
     this.heads = heads.map((head) => ({ ...head }));
     this.commit = heads.map(() => 0);
+    this.leader_commit = heads.map(() => 0);
     this.acked = heads.map((head) => head.position);
     this.ws = new WebSocket(`ws://${options.leader_address}${REPLICATION_PATH}`, { maxPayload: REPLICATION_FRAME_BYTES_MAX, handshakeTimeout: 2_000 });
     this.ws.binaryType = 'nodebuffer';
@@ -112,6 +115,8 @@ export class ReplicaFollower {
         }
         this.heads[message.shard] = { position: last.position, epoch: last.epoch, checksum: last.checksum };
         this.options.engine.appendReplica(message.shard, message.entries);
+        // A commit heard before these entries arrived covers them now.
+        this.applyCommit(this.leader_commit);
         return;
       }
       case 'commit':
@@ -120,8 +125,14 @@ export class ReplicaFollower {
     }
   }
 
+  /** Where this follower's shards' logs stand (what it was handed, in order). */
+  currentHeads(): LogHeadWire[] {
+    return this.heads.map((head) => ({ ...head }));
+  }
+
   private applyCommit(commit: number[]): void {
     for (let shard = 0; shard < commit.length && shard < this.commit.length; shard++) {
+      if (commit[shard] > this.leader_commit[shard]) this.leader_commit[shard] = commit[shard];
       // Only what this log holds is applied: a commit position past it waits for the entries.
       const position = Math.min(commit[shard], this.heads[shard].position);
       if (position > this.commit[shard]) {

@@ -9,6 +9,7 @@ import type { Engine } from '../shard/engine.ts';
 import type { LogHeadWire } from '../shard/messages.ts';
 import type { Coordinator, GroupState } from './coordinator.ts';
 import { encodeMessage, type LeaderMessage } from './wire.ts';
+import { entryHeader } from '../storage/log.ts';
 
 export interface LeaderOptions {
   coordinator: Coordinator;
@@ -32,6 +33,8 @@ const RECENT_ENTRIES_MAX = 1024;
 /** Bytes queued on a follower's socket before the leader waits for it to drain. */
 const SOCKET_BUFFERED_MAX = 32 << 20;
 const TICK_MS = 50;
+/** Durability marks kept per shard for measuring followers' lag. */
+const MARKS_MAX = 8192;
 
 interface Link {
   center: string;
@@ -56,14 +59,18 @@ export class ReplicaLeader {
   /** Per center: what it acknowledged durable, per shard (kept across its reconnects). */
   private readonly acked = new Map<string, number[]>();
   private readonly links = new Map<string, Link>();
-  /** Per in-sync member: since when it has been behind or away (ms, monotonic). */
-  private readonly behind_since = new Map<string, number>();
+  /** Per follower center: since when it has been disconnected (ms, monotonic). */
+  private readonly away_since = new Map<string, number>();
+  /** Per shard: [last position, when durable here] of each batch of entries handed over. */
+  private readonly marks: Array<Array<[number, number]>>;
+  /** Per shard: the log head when the engine opened (entries from before this leadership). */
+  private attach_head: number[] = [];
   private isr_change: Promise<void> | null = null;
   private commit_broadcast_scheduled = false;
   private readonly timer: NodeJS.Timeout;
   private stopped = false;
-  /** Failovers are measured by operators: when this leadership started serving. */
-  readonly since_ms = performance.now();
+  /** When this leadership started serving (its engine opened). */
+  since_ms = performance.now();
 
   constructor(options: LeaderOptions) {
     this.options = options;
@@ -74,8 +81,7 @@ export class ReplicaLeader {
     this.durable = new Array<number>(n).fill(-1);
     this.recent = Array.from({ length: n }, () => ({ first: 1, entries: [] }));
     this.commit = new Array<number>(n).fill(0);
-    const now = performance.now();
-    for (const member of this.isr) if (member !== this.self) this.behind_since.set(member, now);
+    this.marks = Array.from({ length: n }, () => []);
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
   }
@@ -87,6 +93,9 @@ export class ReplicaLeader {
   /** The engine this leadership serves with (started after the leader object, see Center). */
   attach(engine: Engine): void {
     this.engine = engine;
+    // Followers are measured from here: they could not connect while the engine opened.
+    this.since_ms = performance.now();
+    this.attach_head = engine.log_heads.map((head) => head.position);
     for (let shard = 0; shard < this.options.shard_count; shard++) {
       const head = engine.log_heads[shard].position;
       if (this.durable[shard] < head) this.durable[shard] = head;
@@ -118,6 +127,9 @@ export class ReplicaLeader {
       recent.first += drop;
     }
     this.durable[shard] = first + entries.length - 1;
+    const marks = this.marks[shard];
+    marks.push([this.durable[shard], performance.now()]);
+    if (marks.length > MARKS_MAX) marks.splice(0, marks.length - MARKS_MAX);
     this.recomputeCommit(shard);
     for (const link of this.links.values()) void this.pump(link, shard);
   }
@@ -168,6 +180,7 @@ export class ReplicaLeader {
     this.acked.set(center, agree.map((a, shard) => Math.min(a.agree, heads[shard].position)));
     this.send(link, { t: 'welcome', epoch: this.epoch, agree: agree.map((a) => a.agree), commit: [...this.commit] });
     this.options.on_event?.('follower connected', { follower: center, agree: agree.map((a) => a.agree) });
+    this.away_since.delete(center);
     ws.on('close', () => this.drop(link, 'disconnected'));
     // A follower that must truncate says hello again afterwards; streaming now is harmless (it
     // closes), so every follower is treated alike.
@@ -198,7 +211,10 @@ export class ReplicaLeader {
   private drop(link: Link, reason: string): void {
     if (link.closed) return;
     link.closed = true;
-    if (this.links.get(link.center) === link) this.links.delete(link.center);
+    if (this.links.get(link.center) === link) {
+      this.links.delete(link.center);
+      this.away_since.set(link.center, performance.now());
+    }
     if (link.ws.readyState === link.ws.OPEN) link.ws.close(1001, reason.slice(0, 100));
     this.options.on_event?.('follower disconnected', { follower: link.center, reason });
   }
@@ -214,7 +230,8 @@ export class ReplicaLeader {
         let entries = this.fromRecent(shard, from);
         if (entries === null) {
           entries = await this.engine!.storedEntries(shard, from, SHIP_ENTRIES_MAX);
-          if (entries.length === 0) {
+          // A log pruned below `from` starts later: the follower needs a checkpoint, not entries.
+          if (entries.length === 0 || entryHeader(entries[0]).position !== from) {
             this.drop(link, `entry ${from} of shard ${shard} is no longer in the leader's log; the follower must be rebuilt`);
             return;
           }
@@ -263,33 +280,59 @@ export class ReplicaLeader {
     }
   }
 
+  /**
+   * How long follower `member` has been behind: the age of the oldest entry durable here that it
+   * has not acknowledged (on any shard), or how long it has been away. 0 when caught up.
+   */
+  lagMs(member: string, now = performance.now()): number {
+    if (!this.links.has(member)) return now - (this.away_since.get(member) ?? this.since_ms);
+    const acked = this.acked.get(member);
+    if (acked === undefined) return now - this.since_ms;
+    let lag = 0;
+    for (let shard = 0; shard < acked.length; shard++) {
+      if (acked[shard] >= this.durable[shard]) continue;
+      lag = Math.max(lag, now - this.durableAt(shard, acked[shard] + 1));
+    }
+    return lag;
+  }
+
+  /** When entry `position` of `shard` became durable here (the leader's start, if older than what is kept). */
+  private durableAt(shard: number, position: number): number {
+    const marks = this.marks[shard];
+    // Marks are [last position, time] in order: the first that reaches `position`.
+    let low = 0;
+    let high = marks.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (marks[middle][0] < position) low = middle + 1;
+      else high = middle;
+    }
+    if (low >= marks.length) return performance.now();
+    // Older than every mark: durable since before this leadership (or the marks kept).
+    if (low === 0 && position <= this.attach_head[shard]) return this.since_ms;
+    return marks[low][1];
+  }
+
   private tick(): void {
     if (this.stopped) return;
     if (!this.options.coordinator.mayLead()) {
       this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
       return;
     }
-    if (this.isr_change !== null) return;
+    if (this.isr_change !== null || this.engine === null) return;
     const now = performance.now();
     for (const member of this.isr) {
       if (member === this.self) continue;
-      const acked = this.acked.get(member);
-      const behind = !this.links.has(member) || acked === undefined || acked.some((position, shard) => position < this.durable[shard]);
-      if (!behind) {
-        this.behind_since.delete(member);
-        continue;
-      }
-      const since = this.behind_since.get(member);
-      if (since === undefined) this.behind_since.set(member, now);
-      else if (now - since > this.options.lag_max_ms) {
+      if (this.lagMs(member, now) > this.options.lag_max_ms) {
         this.changeIsr([...this.isr].filter((m) => m !== member), `${member} is ${this.links.has(member) ? 'behind' : 'away'} for over ${this.options.lag_max_ms} ms`);
         return;
       }
     }
     for (const link of this.links.values()) {
       if (this.isr.has(link.center)) continue;
+      // Back in once it holds everything committed and is about as close as the in-sync set.
       const acked = this.acked.get(link.center);
-      if (acked !== undefined && acked.every((position, shard) => position >= this.commit[shard] && this.commit[shard] >= this.durable[shard] - WINDOW_ENTRIES)) {
+      if (acked !== undefined && acked.every((position, shard) => position >= this.commit[shard]) && this.lagMs(link.center, now) < this.options.lag_max_ms / 2) {
         this.changeIsr([...this.isr, link.center], `${link.center} caught up`);
         return;
       }
@@ -304,11 +347,7 @@ export class ReplicaLeader {
           this.options.on_deposed(`could not change the in-sync set (${result.reason})`);
           return;
         }
-        const added = result.state.isr.filter((m) => !this.isr.has(m));
         this.isr = new Set(result.state.isr);
-        const now = performance.now();
-        for (const member of added) this.behind_since.delete(member);
-        for (const member of this.isr) if (member !== this.self && !this.links.has(member)) this.behind_since.set(member, now);
         this.options.on_event?.('in-sync set changed', { isr: result.state.isr, reason });
         for (let shard = 0; shard < this.options.shard_count; shard++) this.recomputeCommit(shard);
       })
