@@ -34,3 +34,45 @@ t.test('keel log check|repair', (t) => {
   t.notOk(parseCommand(['log', 'check', '--force'], {}).ok, '--force only with repair');
   t.end();
 });
+
+t.test('keel start joins a cluster only with --etcd, --peers and a cluster secret', (t) => {
+  const secret = { KEEL_CLUSTER_SECRET: 'sixteen-chars-or-more' };
+  const single = parseCommand(['start'], {});
+  t.ok(single.ok && single.value.command === 'start' && single.value.args.cluster === null, 'no --etcd: a single center');
+  const joined = parseCommand(['start', '--center', 'a', '--etcd', 'http://127.0.0.1:2379', '--peers', 'b=10.0.0.2:7170,c=10.0.0.3:7171', '--min-insync', '3'], secret);
+  t.ok(joined.ok, 'a cluster');
+  if (joined.ok && joined.value.command === 'start') {
+    t.same(joined.value.args.cluster, {
+      etcd: ['http://127.0.0.1:2379'],
+      peers: { b: '10.0.0.2:7170', c: '10.0.0.3:7171' },
+      name: 'keel',
+      replication_host: '127.0.0.1',
+      replication_port: 7170,
+      min_insync: 3,
+      lease_ttl_s: 2,
+      lag_max_ms: 2000,
+      secret: 'sixteen-chars-or-more',
+    });
+  }
+  const refused = (argv: string[], env: Record<string, string>, pattern: RegExp, what: string): void => {
+    const result = parseCommand(['start', ...argv], env);
+    t.ok(!result.ok && pattern.test(result.message), `${what}: ${result.ok ? 'accepted' : result.message}`);
+  };
+  refused(['--peers', 'b=h:1'], secret, /--peers needs --etcd/, 'peers without etcd');
+  refused(['--etcd', 'http://e:2379'], secret, /--peers must name the other centers/, 'etcd without peers');
+  refused(['--etcd', 'http://e:2379', '--peers', 'b:1'], secret, /NAME=HOST:PORT/, 'a peer without a name');
+  refused(['--etcd', 'e:2379', '--peers', 'b=h:1'], secret, /URLs like http/, 'an endpoint without scheme');
+  refused(['--etcd', 'http://e:2379', '--peers', 'b=h:1'], {}, /KEEL_CLUSTER_SECRET/, 'no secret');
+  refused(['--etcd', 'http://e:2379', '--peers', 'b=h:1', '--min-insync', '3'], secret, /--min-insync/, 'more in sync than centers');
+  refused(['--etcd', 'http://e:2379', '--peers', 'b=h:1', '--lease-ttl', '1'], secret, /--lease-ttl/, 'a lease under etcd\'s minimum');
+  t.end();
+});
+
+t.test('keel cluster status', (t) => {
+  const parsed = parseCommand(['cluster', 'status', '--json'], { KEEL_ETCD: 'http://127.0.0.1:2379', KEEL_CLUSTER: 'prod' });
+  t.ok(parsed.ok && parsed.value.command === 'cluster');
+  if (parsed.ok && parsed.value.command === 'cluster') t.same(parsed.value.args, { etcd: ['http://127.0.0.1:2379'], cluster: 'prod', json: true });
+  t.notOk(parseCommand(['cluster', 'status'], {}).ok, 'needs etcd');
+  t.notOk(parseCommand(['cluster'], { KEEL_ETCD: 'http://e:1' }).ok, 'needs an action');
+  t.end();
+});

@@ -9,6 +9,16 @@ import { join } from 'node:path';
 import { startCluster } from './support/cluster.ts';
 import { Bank, compareLogs, verify } from './support/bank.ts';
 import { TOKENS_FILE } from '../src/gateway/tokens.ts';
+import type { ClusterStatus } from '../src/cli/cluster.ts';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+function runKeel(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import=tsx', MAIN, ...argv], (error, stdout, stderr) => resolve({ code: error === null ? 0 : Number(error.code ?? 1), stdout, stderr }));
+  });
+}
 
 const SHARDS = 2;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -48,6 +58,16 @@ t.test('a killed follower and a wiped follower catch up from the leader and rejo
   stop = true;
   await load;
   await bank.close();
+
+  // The operator's view: `keel cluster status --json` (etcd plus each center's /metrics).
+  const report = await runKeel(['cluster', 'status', '--json', '--etcd', `http://${cluster.etcd.endpoint}`, '--cluster', cluster.name]);
+  t.equal(report.code, 0, `keel cluster status exits 0 when healthy (${report.stderr})`);
+  const status = JSON.parse(report.stdout) as ClusterStatus;
+  t.equal(status.health, 'ok');
+  t.same(status.groups.map((g) => [g.leader, g.leader_live, g.isr]), [[leader, true, ['a', 'b', 'c']]], 'the shard map: one group, its leader and in-sync set');
+  t.same(status.centers.map((c) => [c.center, c.alive, c.in_sync, c.role]), cluster.centers.map((c) => [c.name, true, true, c.name === leader ? 'leader' : 'follower']), 'every center alive, in sync, in its role');
+  t.ok(status.centers.every((c) => c.commit !== null && c.commit.length === SHARDS), 'commit positions per shard from every center');
+  t.ok(status.centers.filter((c) => c.center !== leader).every((c) => c.lag_seconds !== null), 'the leader reports each follower\'s lag');
 
   const verified = await verify(cluster, bank, cluster.centers.map((c) => c.name));
   t.same(verified.problems, [], 'every acknowledged transfer on every center, balances conserved and equal');

@@ -11,6 +11,7 @@ export const USAGE = `Usage:
   keel token list [--data DIR] [--json]
   keel token revoke NAME [--data DIR] [--json]
   keel status [--metrics-url URL] [--json]   a running engine's shards and their health
+  keel cluster status --etcd URLS [--cluster NAME] [--json]   active centers: who leads, who is in sync, lag
   keel log check [--data DIR] [--json]       find what stops a shard's log from replaying
   keel log repair [--data DIR] [--force] [--json]   drop never-acknowledged entries after a gap
                                              (--force: also a corrupt entry and all after it)
@@ -80,6 +81,12 @@ export type TokenArgs =
   | { action: 'list'; data: string; json: boolean }
   | { action: 'revoke'; data: string; json: boolean; name: string };
 
+export interface ClusterStatusArgs {
+  etcd: string[];
+  cluster: string;
+  json: boolean;
+}
+
 export interface StatusArgs {
   /** The engine's /metrics endpoint (KEEL_METRICS_URL, default http://127.0.0.1:9464/metrics). */
   metrics_url: string;
@@ -98,6 +105,7 @@ export type Command =
   | { command: 'token'; args: TokenArgs }
   | { command: 'log'; args: LogArgs }
   | { command: 'status'; args: StatusArgs }
+  | { command: 'cluster'; args: ClusterStatusArgs }
   | { command: 'help' };
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -139,7 +147,8 @@ export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
   if (command === 'token') return parseToken(rest, env);
   if (command === 'log') return parseLog(rest, env);
   if (command === 'status') return parseStatus(rest, env);
-  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\`, \`keel status\` or \`keel log check|repair\` (see \`keel --help\`)`);
+  if (command === 'cluster') return parseClusterCommand(rest, env);
+  return bad(`unknown command ${JSON.stringify(command)}; use \`keel start\`, \`keel token create|list|revoke\`, \`keel status\`, \`keel cluster status\` or \`keel log check|repair\` (see \`keel --help\`)`);
 }
 
 function parseStart(argv: string[], env: Env): ArgsResult<Command> {
@@ -295,6 +304,17 @@ function parseLog(argv: string[], env: Env): ArgsResult<Command> {
     ok: true,
     value: { command: 'log', args: { action, data: pick(str(values.data), env.KEEL_DATA, './data'), json: values.json === true, force: values.force === true } },
   };
+}
+
+function parseClusterCommand(argv: string[], env: Env): ArgsResult<Command> {
+  const parsed = parse(argv, { etcd: { type: 'string' }, cluster: { type: 'string' }, json: { type: 'boolean' } });
+  if (!parsed.ok) return parsed;
+  const { values, positionals } = parsed.value;
+  if (positionals[0] !== 'status' || positionals.length > 1) return bad('keel cluster takes one action: status (e.g. `keel cluster status --etcd http://127.0.0.1:2379`)');
+  const etcd = pick(str(values.etcd), env.KEEL_ETCD, '');
+  const endpoints = etcd.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (endpoints.length === 0 || !endpoints.every((e) => /^https?:\/\/[^\s/]+$/.test(e))) return bad('keel cluster status needs --etcd URLS (or KEEL_ETCD), e.g. --etcd http://127.0.0.1:2379');
+  return { ok: true, value: { command: 'cluster', args: { etcd: endpoints, cluster: pick(str(values.cluster), env.KEEL_CLUSTER, 'keel'), json: values.json === true } } };
 }
 
 function parseStatus(argv: string[], env: Env): ArgsResult<Command> {

@@ -6,6 +6,7 @@ import { EXIT_FAILED, EXIT_OK, runStart } from './start.ts';
 import { runToken } from './token.ts';
 import { runLog } from './log.ts';
 import { runStatus } from './status.ts';
+import { runClusterStatus } from './cluster.ts';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, process.env);
@@ -26,6 +27,8 @@ async function main(argv: string[]): Promise<number> {
       return runLog(command.args, processIo);
     case 'status':
       return runStatus(command.args, processIo);
+    case 'cluster':
+      return runClusterStatus(command.args, processIo);
   }
 }
 

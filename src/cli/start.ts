@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Engine, EngineLockedError, storedShardCount } from '../shard/engine.ts';
 import { Center } from '../replication/center.ts';
+import { registerClusterMetrics } from '../metrics/cluster.ts';
 import { SHARDS_MAX } from '../shard/router.ts';
 import { availableParallelism } from 'node:os';
 import { createLogger } from '../gateway/log.ts';
@@ -130,6 +131,10 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
   }
   const live = gateway;
   metrics.attach({ connections: () => live.connections, inflight: () => live.inflight, shardLoads: () => engine.shardLoads(), queue_events_max: QUEUE_EVENTS_MAX });
+  if (engine instanceof Center) {
+    const center = engine;
+    registerClusterMetrics(metrics.registry, () => center.metricsSnapshot());
+  }
   let metrics_server: MetricsServer | null = null;
   if (args.metrics_port >= 0) {
     try {
@@ -146,6 +151,13 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     }
   }
 
+  if (engine instanceof Center) {
+    try {
+      await engine.announce({ gateway: gateway.address.url, metrics: metrics_server === null ? null : metrics_server.url });
+    } catch (error) {
+      logger.warn({ error: (error as Error).message }, 'could not announce this center in etcd; keel cluster status will not list it');
+    }
+  }
   // One write, so that whoever reads stdout (a supervisor, a test) sees the banner whole.
   const banner: string[] = [];
   if (admin_token !== null) {

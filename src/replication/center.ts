@@ -15,6 +15,7 @@ import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
 import { LogStore } from '../storage/log.ts';
+import type { ClusterSnapshot } from '../metrics/cluster.ts';
 import { CheckpointStore } from '../storage/checkpoint.ts';
 import { Coordinator, type GroupState } from './coordinator.ts';
 import { ReplicaLeader } from './leader.ts';
@@ -59,8 +60,8 @@ export interface CenterStatus {
   isr: string[];
   min_isr: number;
   commit: number[];
-  /** Leader only: per follower, entries behind. */
-  lag: Record<string, number | null>;
+  /** Leader only: per follower, entries and seconds behind. */
+  lag: Record<string, { entries: number | null; seconds: number }>;
 }
 
 export class Center {
@@ -138,6 +139,11 @@ export class Center {
     return center;
   }
 
+  /** Publishes this center's addresses in etcd for as long as it lives (keel cluster status). */
+  announce(info: { gateway: string; metrics: string | null }): Promise<void> {
+    return this.coordinator.announce({ ...info, replication: this.replication_address });
+  }
+
   /** The replication address this center listens on (host:port). */
   get replication_address(): string {
     const address = this.server.address();
@@ -154,6 +160,21 @@ export class Center {
       min_isr: this.state.min_isr,
       commit: this.leader !== null ? [...this.leader.commits] : this.follower !== null ? [...this.follower.commit] : [],
       lag: this.leader?.lag() ?? {},
+    };
+  }
+
+  /** What the cluster metrics report (src/metrics/cluster.ts). */
+  metricsSnapshot(): ClusterSnapshot {
+    const status = this.status();
+    return {
+      leading: status.role === 'leader',
+      epoch: Math.max(status.epoch, this.epoch_known),
+      isr_size: status.isr.length,
+      min_isr: status.min_isr,
+      commit: status.commit,
+      lag: status.lag,
+      takeovers: this.stats.failovers,
+      truncations: this.stats.truncations,
     };
   }
 

@@ -38,6 +38,40 @@ export interface CoordinatorOptions {
   now_ms?: () => number;
 }
 
+/** Where a live center serves, as it announced itself. */
+export interface CenterInfo {
+  gateway: string;
+  replication: string;
+  /** null when its metrics are off. */
+  metrics: string | null;
+}
+
+export interface ClusterView {
+  cluster: string;
+  /** Partition group 0 (the whole engine in this release): null before any center started. */
+  state: GroupState | null;
+  /** The center whose live lease holds leadership, or null (none: a takeover is due). */
+  live_leader: string | null;
+  /** Centers alive now (their lease holds their announcement). */
+  centers: Record<string, CenterInfo>;
+}
+
+/** Reads a cluster's coordination state without joining it (no lease): for `keel cluster status`. */
+export async function inspectCluster(endpoints: string[], cluster: string): Promise<ClusterView> {
+  const client = new Etcd3({ hosts: endpoints, dialTimeout: 2_000, faultHandling: { host: () => noop, global: noop }, defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 3_000 }) });
+  try {
+    const root = `/keel/${cluster}/`;
+    const state_text = await client.get(`${root}group/0/state`).string();
+    const live_leader = await client.get(`${root}group/0/leader`).string();
+    const announced = await client.getAll().prefix(`${root}center/`).strings();
+    const centers: Record<string, CenterInfo> = {};
+    for (const [key, value] of Object.entries(announced)) centers[key.slice(`${root}center/`.length)] = JSON.parse(value) as CenterInfo;
+    return { cluster, state: state_text === null ? null : parseState(state_text), live_leader, centers };
+  } finally {
+    client.close();
+  }
+}
+
 export type ChangeResult = { ok: true; state: GroupState } | { ok: false; reason: string; state: GroupState | null };
 
 export class Coordinator {
@@ -46,6 +80,7 @@ export class Coordinator {
   private readonly lease: Lease;
   private readonly lease_id: string;
   private readonly prefix: string;
+  private readonly root: string;
   private readonly ttl_ms: number;
   private readonly margin_ms: number;
   private readonly now_ms: () => number;
@@ -60,6 +95,7 @@ export class Coordinator {
     this.lease = lease;
     this.lease_id = lease_id;
     this.prefix = `/keel/${options.cluster}/group/`;
+    this.root = `/keel/${options.cluster}/`;
     this.ttl_ms = options.lease_ttl_s * 1000;
     this.margin_ms = options.fence_margin_ms ?? 500;
     this.now_ms = options.now_ms ?? (() => performance.now());
@@ -172,6 +208,14 @@ export class Coordinator {
     if (result.succeeded) return { ok: true, state: next };
     const after = await this.read(group);
     return { ok: false, reason: 'the state changed meanwhile', state: after?.state ?? null };
+  }
+
+  /**
+   * Publishes where this center serves (gateway, replication, metrics) under its lease: the key
+   * lives exactly as long as the center does, so operators see which centers are alive.
+   */
+  async announce(info: CenterInfo): Promise<void> {
+    await this.client.put(`${this.root}center/${this.center}`).value(JSON.stringify(info)).lease(this.lease_id).exec();
   }
 
   /** Calls `listener` with each new state of the group; returns a function that stops watching. */

@@ -143,13 +143,15 @@ export class ReplicaLeader {
     return this.commit;
   }
 
-  /** Per follower center: entries behind this leader's durable log (summed over shards), or null if never connected. */
-  lag(): Record<string, number | null> {
-    const out: Record<string, number | null> = {};
+  /** Per follower center: entries not acknowledged (summed over shards; null if never connected) and seconds behind. */
+  lag(): Record<string, { entries: number | null; seconds: number }> {
+    const out: Record<string, { entries: number | null; seconds: number }> = {};
+    const now = performance.now();
     for (const member of new Set([...this.isr, ...this.acked.keys()])) {
       if (member === this.self) continue;
       const acked = this.acked.get(member);
-      out[member] = acked === undefined ? null : acked.reduce((sum, position, shard) => sum + Math.max(0, this.durable[shard] - position), 0);
+      const entries = acked === undefined ? null : acked.reduce((sum, position, shard) => sum + Math.max(0, this.durable[shard] - position), 0);
+      out[member] = { entries, seconds: this.lagMs(member, now) / 1000 };
     }
     return out;
   }

@@ -163,7 +163,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
       process.execPath,
       [
         '--import=tsx', MAIN, 'start',
-        '--port', '0', '--metrics-port', 'off', '--data', c.data, '--shards', String(options.shards),
+        '--port', '0', '--data', c.data, '--shards', String(options.shards),
         '--center', n, '--etcd', `http://${etcd.endpoint}`, '--peers', peers, '--cluster', name,
         '--replication-port', String(c.replication_port), '--min-insync', String(options.min_insync ?? 2), '--lease-ttl', '2',
       ],
