@@ -7,6 +7,7 @@ import t from 'tap';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster } from './support/cluster.ts';
+import { connect, transferStatusName } from '../src/client/index.ts';
 import { Bank, compareLogs, verify } from './support/bank.ts';
 import { TOKENS_FILE } from '../src/gateway/tokens.ts';
 import type { ClusterStatus } from '../src/cli/cluster.ts';
@@ -58,6 +59,18 @@ t.test('a killed follower and a wiped follower catch up from the leader and rejo
   stop = true;
   await load;
   await bank.close();
+
+  // Any door: a follower's gateway hands writes to the leader.
+  for (const follower of [first, second]) {
+    const door = await connect({ url: await cluster.center(follower).url, token: cluster.token, reconnect: false, heartbeat_ms: 0 });
+    const id = follower === first ? 7_000_001n : 7_000_002n;
+    const result = await door.createTransfers([{ id, debit_account_id: 1n, credit_account_id: 2n, amount: 3n, ledger: 1, code: 1 }]);
+    t.same(result.status, [0], `a transfer sent to follower ${follower} is created by the leader`);
+    const again = await door.createTransfers([{ id, debit_account_id: 1n, credit_account_id: 2n, amount: 3n, ledger: 1, code: 1 }]);
+    t.same(again.status.map(transferStatusName), ['exists'], 'and resending it is answered exists, not applied twice');
+    bank.records.set(id, { amount: 3n, debit: 1n, credit: 2n, outcome: 'acked' });
+    await door.close();
+  }
 
   // The operator's view: `keel cluster status --json` (etcd plus each center's /metrics).
   const report = await runKeel(['cluster', 'status', '--json', '--etcd', `http://${cluster.etcd.endpoint}`, '--cluster', cluster.name]);

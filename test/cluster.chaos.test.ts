@@ -27,7 +27,8 @@ t.test(`randomized faults (seed ${SEED})`, async (t) => {
   const bank = new Bank(cluster, SEED);
   await bank.open();
   let stop = false;
-  const load = bank.run({ lanes: 3, batch: 8, stop: () => stop });
+  // Half the lanes write through the leader's door, half through any center's (followers forward).
+  const load = Promise.all([bank.run({ lanes: 2, batch: 8, stop: () => stop }), bank.run({ lanes: 2, batch: 8, stop: () => stop, door: 'any' })]);
   const names = cluster.centers.map((c) => c.name);
   const faults: string[] = [];
   const unexpected: string[] = [];

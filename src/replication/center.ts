@@ -16,6 +16,8 @@ import type { MetricsJson } from '../metrics/shard.ts';
 import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
 import { LogStore } from '../storage/log.ts';
 import type { ClusterSnapshot } from '../metrics/cluster.ts';
+import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
+import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
 import { CheckpointStore } from '../storage/checkpoint.ts';
 import { Coordinator, type GroupState } from './coordinator.ts';
 import { ReplicaLeader } from './leader.ts';
@@ -380,8 +382,35 @@ export class Center {
         return;
       }
       if (message.t === 'ack') this.leader?.onAck(center, message.shard, message.position);
+      else if (message.t === 'forward') this.runForwarded(ws, message);
     });
     ws.on('error', () => ws.terminate());
+  }
+
+  /** A follower's door handed over a write: run it as this door would, answer on the same socket. */
+  private runForwarded(ws: WebSocket, message: Extract<FollowerMessage, { t: 'forward' }>): void {
+    const record_bytes = message.op === 'create_accounts' ? ACCOUNT_INPUT_BYTES : message.op === 'create_transfers' ? TRANSFER_BYTES : 0;
+    const valid =
+      record_bytes > 0 &&
+      Number.isInteger(message.count) &&
+      message.count >= 1 &&
+      message.count <= EVENTS_PER_REQUEST_MAX &&
+      message.body instanceof Uint8Array &&
+      message.body.byteLength === message.count * record_bytes;
+    let result: Promise<ShardResult>;
+    try {
+      result = !valid
+      ? Promise.resolve({ error: 'internal', message: 'malformed forwarded write' })
+      : this.role !== 'leader'
+        ? Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} no longer leads; retry` })
+        : this.write(message.op, message.count, message.body);
+    } catch (error) {
+      result = Promise.resolve({ error: 'internal', message: `the leader could not run the forwarded write: ${(error as Error).message}` });
+    }
+    void result.then((answer) => {
+      // A leader that stepped down meanwhile answers what its engine answered (unavailable).
+      if (ws.readyState === ws.OPEN) ws.send(encodeMessage({ t: 'forwarded', id: message.id, result: answer }));
+    });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -395,17 +424,19 @@ export class Center {
     return Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} is changing role; retry` });
   }
 
-  private write(call: (engine: Engine) => Promise<ShardResult>): Promise<ShardResult> {
+  private write(op: 'create_accounts' | 'create_transfers', count: number, body: Uint8Array): Promise<ShardResult> {
     const engine = this.engine;
     if (engine === null || this.role === 'changing') return this.notServing();
     if (this.role !== 'leader' || this.leader === null) {
-      const leader = this.state.leader === '' ? 'none yet' : `${this.state.leader} (replication ${this.options.cluster.peers[this.state.leader] ?? '?'})`;
-      return Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} follows; send writes to the leader: ${leader}` });
+      // Any door: a follower hands the write to the leader over its replication connection.
+      if (this.follower !== null) return this.follower.forward(op, count, body);
+      const leader = this.state.leader === '' ? 'none yet' : this.state.leader;
+      return Promise.resolve({ error: 'unavailable', message: `center ${this.options.cluster.center} is not connected to the leader (${leader}); retry` });
     }
     if (!this.leader.writable) {
       return Promise.resolve({ error: 'unavailable', message: `only ${this.leader.isr.size} center(s) in sync, fewer than ${this.leader.min_isr}: writes are refused until a follower catches up` });
     }
-    return call(engine);
+    return op === 'create_accounts' ? engine.createAccounts(count, body) : engine.createTransfers(count, body);
   }
 
   private read(call: (engine: Engine) => Promise<ShardResult>): Promise<ShardResult> {
@@ -415,11 +446,11 @@ export class Center {
   }
 
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
-    return this.write((engine) => engine.createAccounts(count, body));
+    return this.write('create_accounts', count, body);
   }
 
   createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
-    return this.write((engine) => engine.createTransfers(count, body));
+    return this.write('create_transfers', count, body);
   }
 
   lookupAccounts(ids: bigint[]): Promise<ShardResult> {

@@ -7,7 +7,8 @@ import { WebSocket } from 'ws';
 import type { Engine } from '../shard/engine.ts';
 import type { LogHeadWire } from '../shard/messages.ts';
 import { entryHeader } from '../storage/log.ts';
-import { REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type LeaderMessage } from './wire.ts';
+import { FORWARD_INFLIGHT_MAX, REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type LeaderMessage } from './wire.ts';
+import type { ShardResult } from '../shard/messages.ts';
 
 export interface FollowerOptions {
   engine: Engine;
@@ -32,6 +33,8 @@ export class ReplicaFollower {
   /** Per shard: the head of what was handed to the engine (appended, or about to be). */
   private readonly heads: LogHeadWire[];
   private welcomed = false;
+  private next_forward = 1;
+  private readonly forwards = new Map<number, (result: ShardResult) => void>();
   private ended = false;
   /** The leader's epoch, from its welcome. */
   leader_epoch = 0;
@@ -70,6 +73,27 @@ export class ReplicaFollower {
     this.ws.send(encodeMessage({ t: 'ack', shard, position: outcome.acked }));
   }
 
+  /** Whether the leader welcomed this follower (writes can be forwarded). */
+  get following(): boolean {
+    return this.welcomed && !this.ended;
+  }
+
+  /**
+   * Hands a write that reached this center's door to the leader, over this connection; its
+   * answer is the leader's. Bounded: past FORWARD_INFLIGHT_MAX in flight, `busy`.
+   */
+  forward(op: 'create_accounts' | 'create_transfers', count: number, body: Uint8Array): Promise<ShardResult> {
+    if (!this.following) return Promise.resolve({ error: 'unavailable', message: `this center is not connected to the leader ${this.options.leader}; retry` });
+    if (this.forwards.size >= FORWARD_INFLIGHT_MAX) {
+      return Promise.resolve({ error: 'busy', message: `${FORWARD_INFLIGHT_MAX} writes are already on their way to the leader from this center; retry later` });
+    }
+    const id = this.next_forward++;
+    return new Promise((resolve) => {
+      this.forwards.set(id, resolve);
+      this.ws.send(encodeMessage({ t: 'forward', id, op, count, body }));
+    });
+  }
+
   get leader(): string {
     return this.options.leader;
   }
@@ -93,6 +117,8 @@ export class ReplicaFollower {
           this.options.on_event?.('log diverged from the leader', { leader: this.options.leader, agree: message.agree, heads: this.heads.map((h) => h.position) });
           this.ended = true;
           this.ws.close(1000, 'truncating');
+          for (const resolve of this.forwards.values()) resolve({ error: 'unavailable', message: 'this center is catching up with the leader; retry' });
+          this.forwards.clear();
           this.options.on_truncate(message.agree);
           return;
         }
@@ -122,6 +148,12 @@ export class ReplicaFollower {
       case 'commit':
         if (this.welcomed) this.applyCommit(message.commit);
         return;
+      case 'forwarded': {
+        const resolve = this.forwards.get(message.id);
+        this.forwards.delete(message.id);
+        resolve?.(message.result);
+        return;
+      }
     }
   }
 
@@ -146,6 +178,9 @@ export class ReplicaFollower {
     if (this.ended) return;
     this.ended = true;
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+    // Sent, maybe run by the leader, answer lost: the outcome is unknown (resending is safe).
+    for (const resolve of this.forwards.values()) resolve({ error: 'unavailable', message: `the connection to the leader ${this.options.leader} ended before it answered; the outcome is unknown` });
+    this.forwards.clear();
     this.options.on_end(reopen ? `reopen: ${reason}` : reason);
   }
 }

@@ -4,17 +4,24 @@
 // shard's entries exactly as stored, and the follower acknowledges what is durable.
 
 import { Packr } from 'msgpackr';
-import type { LogHeadWire } from '../shard/messages.ts';
+import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
 
 export const REPLICATION_PATH = '/replicate';
 /** One frame at most (a shipment of entries is bounded by the leader's window). */
 export const REPLICATION_FRAME_BYTES_MAX = 128 << 20;
+/** Forwarded writes in flight per follower; past it the follower's door answers `busy`. */
+export const FORWARD_INFLIGHT_MAX = 1024;
 
 export type FollowerMessage =
   /** First message: who is asking, with the cluster secret, and where its shards' logs stand. */
   | { t: 'hello'; cluster: string; secret: string; center: string; epoch: number; heads: LogHeadWire[] }
   /** Shard `shard` holds everything up to `position` durably. */
-  | { t: 'ack'; shard: number; position: number };
+  | { t: 'ack'; shard: number; position: number }
+  /**
+   * A write that reached this follower's door (already authorized there), for the leader to run:
+   * events in the log layout, as the door encoded them.
+   */
+  | { t: 'forward'; id: number; op: 'create_accounts' | 'create_transfers'; count: number; body: Uint8Array };
 
 export type LeaderMessage =
   /**
@@ -25,9 +32,12 @@ export type LeaderMessage =
   | { t: 'refuse'; code: 'not_leader' | 'stale_epoch' | 'unauthorized' | 'shard_count_mismatch' | 'bad_request'; message: string }
   /** Entries of shard `shard` from position `first`, as stored; and the commit positions. */
   | { t: 'entries'; shard: number; first: number; entries: Uint8Array[] }
-  | { t: 'commit'; commit: number[] };
+  | { t: 'commit'; commit: number[] }
+  /** The leader's answer to a forwarded write (as it would answer at its own door). */
+  | { t: 'forwarded'; id: number; result: ShardResult };
 
-const packr = new Packr({ useRecords: false, moreTypes: false });
+// Timestamps in forwarded results are u64: kept as bigint both ways.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint' });
 
 export function encodeMessage(message: FollowerMessage | LeaderMessage): Buffer {
   return packr.pack(message);

@@ -270,7 +270,8 @@ export class Engine {
     for (const [shard, indexes] of parts) if (!this.handles[shard].hasRoom(indexes.length)) return Promise.resolve(busy(shard));
     // One range for the whole request, in request order: each part takes its events' timestamps.
     const first = this.sequencer.reserve(count) - BigInt(count) + 1n;
-    const aligned = body.byteOffset % 4 === 0 ? body : body.slice();
+    // A copy (not Buffer#slice, which is a view at the same offset) when the bytes are not u32-aligned.
+    const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body);
     const words = new Uint32Array(aligned.buffer, aligned.byteOffset, (count * record_bytes) / 4);
     const record_words = record_bytes / 4;
     const pending = parts.map(([shard, indexes]) => {

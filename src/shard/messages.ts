@@ -55,7 +55,7 @@ export interface CreateRequest {
 function asU32(value: Uint32Array | Uint8Array): Uint32Array {
   if (value instanceof Uint32Array) return value;
   if (value.byteLength % 4 !== 0) throw new RangeError('timestamp offsets are not whole u32s');
-  const bytes = value.byteOffset % 4 === 0 ? value : value.slice();
+  const bytes = value.byteOffset % 4 === 0 ? value : new Uint8Array(value); // a copy: Buffer#slice is a view
   return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 }
 

@@ -26,7 +26,7 @@ export type Route =
 
 export function routeTransfers(body: Uint8Array, count: number, filters: readonly IdFilter[]): Route {
   const shards = filters.length;
-  const aligned = body.byteOffset % 4 === 0 ? body : body.slice();
+  const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body); // a copy: Buffer#slice is a view
   const words = new Uint32Array(aligned.buffer, aligned.byteOffset, (count * TRANSFER_BYTES) / 4);
   const masks = new Uint32Array(count);
   const all = shards >= 32 ? 0xffff_ffff : (1 << shards) - 1;

@@ -92,12 +92,12 @@ export class Bank {
   }
 
   /** Lanes of batches until `stop()`; every transfer ends recorded. */
-  async run(options: { lanes: number; batch: number; stop: () => boolean }): Promise<void> {
+  async run(options: { lanes: number; batch: number; stop: () => boolean; /** `any`: each batch to a random center (followers forward) */ door?: 'leader' | 'any' }): Promise<void> {
     const lane = async (): Promise<void> => {
       while (!options.stop()) {
         let keel: KeelClient;
         try {
-          keel = await this.leaderClient();
+          keel = options.door === 'any' ? await this.clientFor(this.cluster.centers[Math.floor(this.random() * this.cluster.centers.length)].name) : await this.leaderClient();
         } catch {
           await this.forget();
           await new Promise((resolve) => setTimeout(resolve, 100));
