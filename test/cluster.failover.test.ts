@@ -28,6 +28,9 @@ t.test('kill -9 of the leader under load: writes resume on a follower, nothing a
   t.not(second, first, `${second} took over from ${first}`);
   const state = await cluster.state();
   t.ok(state.isr.includes(second), 'the new leader was in sync');
+  const leading = new RegExp(`"epoch":${state.epoch},"isr":\\[[^\\]]*\\],"in_place":`);
+  for (let waited = 0; !leading.test(cluster.center(second).history) && waited < 20_000; waited += 50) await sleep(50);
+  t.match(cluster.center(second).history, new RegExp(`"epoch":${state.epoch},"isr":\\[[^\\]]*\\],"in_place":true`), 'it was promoted in place (no engine restart)');
   // Machines are noisy (bench/ measures failover time): here, writes must resume at all.
   const deadline = Date.now() + 30_000;
   while (!bank.acked_at.some((at) => at > killed_at) && Date.now() < deadline) await sleep(50);

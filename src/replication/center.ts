@@ -262,7 +262,9 @@ export class Center {
       this.follower = null;
       this.leader?.stop();
       this.leader = null;
-      await this.closeEngine();
+      // A follower's engine is promoted in place (fast: no recovery); anything else reopens.
+      const promotable = role === 'leader' && this.engine !== null && this.engine.follower && this.engine.failed === null;
+      if (!promotable) await this.closeEngine();
       if (role === 'leader') {
         const started = performance.now();
         const leader = new ReplicaLeader({
@@ -275,11 +277,23 @@ export class Center {
           on_event: (event, fields) => this.event(event, fields),
         });
         this.leader = leader;
-        await this.openEngine('leader', epoch);
+        let in_place = promotable;
+        if (promotable) {
+          try {
+            await this.engine!.promote(epoch);
+          } catch (error) {
+            in_place = false;
+            this.event('promotion in place failed; reopening', { error: (error as Error).message });
+            await this.closeEngine();
+            await this.openEngine('leader', epoch);
+          }
+        } else {
+          await this.openEngine('leader', epoch);
+        }
         leader.attach(this.engine!);
         this.stats.failovers++;
         this.stats.last_takeover_ms = performance.now() - started;
-        this.event('leading', { epoch, isr: this.state.isr, reopen_ms: Math.round(this.stats.last_takeover_ms) });
+        this.event('leading', { epoch, isr: this.state.isr, in_place, ready_ms: Math.round(this.stats.last_takeover_ms) });
       } else {
         await this.openEngine('follower', 1);
       }

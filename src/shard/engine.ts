@@ -101,6 +101,7 @@ export class Engine {
   readonly options: EngineOptions;
   readonly recovery: RecoveryInfo[];
   private handles: ShardHandle[] = [];
+  private role: 'single' | 'leader' | 'follower';
   /** Each shard's log head when the engine started (where a replica stands). */
   readonly log_heads: LogHeadWire[] = [];
   private filters: IdFilter[] = [];
@@ -126,6 +127,7 @@ export class Engine {
 
   private constructor(options: EngineOptions, lock_path: string) {
     this.options = options;
+    this.role = options.replication?.role ?? 'single';
     this.recovery = [];
     this.lock_path = lock_path;
   }
@@ -235,7 +237,25 @@ export class Engine {
 
   /** A follower's engine serves no writes. */
   get follower(): boolean {
-    return this.options.replication?.role === 'follower';
+    return this.role === 'follower';
+  }
+
+  /**
+   * A follower's engine becomes the leader's of epoch `epoch` in place, without a restart: every
+   * shard applies what it had appended and leads; routing filters, the sequencer and group ids
+   * start from the shards as they stand, and groups some shards logged and others not are rolled
+   * forward (as at a start). Writes are accepted once it resolves.
+   */
+  async promote(epoch: number): Promise<void> {
+    if (this.role !== 'follower') throw new Error('only a follower is promoted');
+    const promoted = await Promise.all(this.handles.map((handle) => handle.promote(epoch)));
+    this.filters = promoted.map((p) => p.filter);
+    promoted.forEach((p, shard) => {
+      this.sequencer.observe(p.last_timestamp);
+      this.log_heads[shard] = p.log_head;
+    });
+    this.role = 'leader';
+    await this.rollForward(promoted.map((p) => p.last_gid));
   }
 
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {

@@ -78,6 +78,8 @@ export class ShardHandle {
   private readonly control_waiting = new Map<number, (message: FromWorker) => void>();
   private next_control_request = 1;
   private readonly options: ShardHandleOptions;
+  /** Replication role (a follower's may become `leader` in place: `promote`). */
+  role: ShardRole;
   /** A leader's commit position: replies that depend on nothing past it may leave. */
   committed = 0;
   /** A leader's replies waiting for their position to be committed, in order. */
@@ -88,6 +90,7 @@ export class ShardHandle {
     this.worker = worker;
     this.queue_events_max = options.queue_events_max;
     this.options = options;
+    this.role = options.role;
   }
 
   /** Starts the worker and waits until it has recovered its shard. */
@@ -138,6 +141,7 @@ export class ShardHandle {
           case 'group_entries':
           case 'stored':
           case 'agree':
+          case 'promoted':
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
@@ -149,7 +153,7 @@ export class ShardHandle {
             reject(new Error(`shard ${options.index}: ${message.message}`));
             return;
           case 'replies':
-            if (options.role === 'leader' && message.position > handle.committed) handle.held.push([message.position, message.buffer]);
+            if (handle.role === 'leader' && message.position > handle.committed) handle.held.push([message.position, message.buffer]);
             else handle.onReplies(message.buffer);
             return;
           case 'closed':
@@ -268,6 +272,16 @@ export class ShardHandle {
       if (message.type !== 'stored') throw new Error('unexpected reply');
       if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
       return message.entries;
+    });
+  }
+
+  /** This follower's shard leads epoch `epoch` from now on; resolves with what the engine needs to route. */
+  promote(epoch: number): Promise<{ last_gid: number; last_timestamp: bigint; filter: IdFilter; log_head: LogHeadWire }> {
+    return this.control({ type: 'promote', request: 0, epoch }).then((message) => {
+      if (message.type !== 'promoted') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index} could not become leader: ${message.error}`);
+      this.role = 'leader';
+      return { last_gid: message.last_gid, last_timestamp: message.last_timestamp, filter: IdFilter.from(message.filter), log_head: message.log_head };
     });
   }
 

@@ -116,6 +116,8 @@ export type ToWorker =
   | { type: 'replica_append'; entries: Uint8Array[] }
   /** Stored entries from `from` (a leader ships them to a replica that is behind). */
   | { type: 'stored'; request: number; from: number; limit: number }
+  /** A follower's shard becomes the leader's in place (Shard.promote). */
+  | { type: 'promote'; request: number; epoch: number }
   /** Where a replica whose head is (position, epoch, checksum) agrees with this log. */
   | { type: 'agree'; request: number; position: number; epoch: number; checksum: number };
 
@@ -142,6 +144,7 @@ export type FromWorker =
   | { type: 'replica_refused'; code: string; message: string }
   | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
   | { type: 'agree'; request: number; agree: number; head: number; error?: string }
+  | { type: 'promoted'; request: number; last_gid: number; last_timestamp: bigint; filter: IdFilterJson; log_head: LogHeadWire; error?: string }
   | { type: 'failed'; message: string }
   | { type: 'metrics'; request: number; json: MetricsJson; error?: string }
   | { type: 'closed' };

@@ -124,7 +124,7 @@ export class Shard {
   private readonly log: LogStore;
   private readonly checkpoints: CheckpointStore;
   private readonly clock: Clock;
-  private readonly epoch: number;
+  private epoch: number;
   private readonly replicated: boolean;
   /** Replicated: the highest position known committed (checkpoints never pass it). */
   private committed_position = 0;
@@ -137,7 +137,7 @@ export class Shard {
   private readonly checkpoint_entries: number;
   private readonly checkpoint_objects: number;
   private readonly log_retain_entries: number;
-  private readonly pulse_enabled: boolean;
+  private pulse_enabled: boolean;
   readonly index: number;
   readonly shard_count: number;
   private readonly on_due: ((kind: 'local' | 'foreign') => void) | undefined;
@@ -463,6 +463,20 @@ export class Shard {
   /** The log's head with its epoch: where a replica stands (docs/replication.md). */
   logHead(): { position: number; epoch: number; checksum: number } {
     return { ...this.log.head, epoch: this.log.epoch };
+  }
+
+  /**
+   * A follower becomes the leader of epoch `epoch` in place: what it appended but had not applied
+   * is applied now (its log is the leader's log; those entries commit in the new epoch as the
+   * followers acknowledge them), and it pulses expiries itself from now on.
+   */
+  promote(epoch: number): void {
+    this.assertServing();
+    assert(Number.isSafeInteger(epoch) && epoch >= this.epoch && epoch >= this.log.epoch, 'a new leader\'s epoch is the newest');
+    this.epoch = epoch;
+    if (this.unapplied.length > 0) this.applyThrough(this.unapplied[this.unapplied.length - 1].position);
+    this.pulse_enabled = true;
+    this.schedulePulse();
   }
 
   /** The last position of this log agreeing with a replica that last appended in `epoch`. */

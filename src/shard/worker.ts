@@ -36,6 +36,8 @@ function post(message: FromWorker, transfer?: ArrayBuffer[]): void {
 }
 
 let shard: Shard;
+/** Replication role: a follower's shard may be promoted to leader in place. */
+let role = data.role;
 /** A leader's last position handed to the main thread for shipping. */
 let shipped = 0;
 let ship_scheduled = false;
@@ -86,7 +88,9 @@ try {
     replicated: data.role !== 'single',
     // A follower's pulses come in the leader's log.
     pulse: data.role !== 'follower',
-    on_durable: data.role === 'leader' ? scheduleShip : undefined,
+    on_durable: data.role === 'single' ? undefined : () => {
+      if (role === 'leader') scheduleShip();
+    },
     on_failed: (error) => post({ type: 'failed', message: `shard ${data.index} stopped serving: ${error.message}` }),
   });
   const filter = new IdFilter();
@@ -381,6 +385,37 @@ function rollForward(request: number, entries: GroupEntryWire[]): void {
   );
 }
 
+/**
+ * A follower's shard leads from here (epoch `epoch`). Answered once everything in its log is
+ * durable here: the leader counts its own log as durable from that head, and ships what follows.
+ */
+function promote(request: number, epoch: number): void {
+  const failed = (error: unknown): void =>
+    post({
+      type: 'promoted',
+      request,
+      last_gid: 0,
+      last_timestamp: 0n,
+      filter: new IdFilter().toJSON(),
+      log_head: { position: 0, epoch: 0, checksum: 0 },
+      error: error instanceof Error ? error.message : String(error),
+    });
+  try {
+    shard.promote(epoch);
+    role = 'leader';
+  } catch (error) {
+    failed(error);
+    return;
+  }
+  shard.whenDurable().then(() => {
+    shipped = shard.durable_position;
+    const filter = new IdFilter();
+    for (const id of shard.ledger.transfers.keys()) filter.addId(id);
+    for (const id of shard.ledger.transient) filter.addId(id);
+    post({ type: 'promoted', request, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON(), log_head: shard.logHead() });
+  }, failed);
+}
+
 /** A follower appends the leader's entries and acknowledges once they are durable. */
 function replicaAppend(entries: Uint8Array[]): void {
   let last: Promise<number> | null = null;
@@ -426,6 +461,8 @@ port.on('message', (message: ToWorker) => {
     } catch (error) {
       post({ type: 'stored', request: message.request, entries: [], error: error instanceof Error ? error.message : String(error) });
     }
+  } else if (message.type === 'promote') {
+    promote(message.request, message.epoch);
   } else if (message.type === 'agree') {
     try {
       // The replica agrees up to the end of its last epoch here (never past its own head); at
