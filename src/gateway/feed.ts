@@ -32,6 +32,11 @@ export interface FeedEngine {
   feedRead(shard: number, from: number, limit: number, ledgers: number[] | null): Promise<ShardResult>;
   /** Calls `listener(shard)` after transfers commit on `shard`; returns an unsubscribe. */
   onCommitted(listener: (shard: number) => void): () => void;
+  /**
+   * A center of a cluster: resolves once every shard's feed reaches `positions` (a cursor another
+   * center gave out), or after `timeout_ms`. Absent on a single engine.
+   */
+  waitForFeed?(positions: readonly number[], timeout_ms: number): Promise<void>;
 }
 
 export interface FeedIo {

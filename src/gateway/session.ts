@@ -66,6 +66,8 @@ interface InFlight {
 const U32_MAX = 0xffff_ffff;
 /** Change-feed subscriptions one connection may hold at once. */
 const SUBSCRIPTIONS_MAX = 16;
+/** How long a subscribe waits for a following center to reach the cursor it was given. */
+const FEED_CATCH_UP_MS = 5_000;
 /** Close reasons are at most 123 bytes (RFC 6455 5.5). */
 const CLOSE_REASON_MAX = 123;
 
@@ -450,7 +452,10 @@ export class Session {
     // The shards' heads decide 'latest' and whether a cursor belongs to this engine at all. The
     // slot is held meanwhile, so a burst of subscribes cannot pass the limit.
     this.subscribing++;
-    readHeads(engine, shard_count).finally(() => {
+    // A center that follows may be a moment behind the one that gave out the cursor: it waits
+    // (bounded) to reach it rather than refuse it.
+    const caught_up = positions !== null && engine.waitForFeed !== undefined ? engine.waitForFeed(positions, FEED_CATCH_UP_MS) : Promise.resolve();
+    caught_up.then(() => readHeads(engine, shard_count)).finally(() => {
       this.subscribing--;
     }).then((heads) => {
       if (this.state !== 'open') return;
@@ -479,7 +484,9 @@ export class Session {
           if (positions[shard] > head) {
             fail(
               'invalid_request',
-              `cursor is ahead of this engine's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}): it comes from another data directory`,
+              engine.waitForFeed === undefined
+                ? `cursor is ahead of this engine's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}): it comes from another data directory`
+                : `cursor is ahead of this center's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}) and it did not catch up within ${FEED_CATCH_UP_MS} ms: it comes from another cluster, or this center is far behind (retry another)`,
               'from',
             );
             return;

@@ -495,6 +495,19 @@ export class Center {
     return this.read((engine) => engine.feedRead(shard, from, limit, ledgers));
   }
 
+  async waitForFeed(positions: readonly number[], timeout_ms: number): Promise<void> {
+    const deadline = performance.now() + timeout_ms;
+    for (;;) {
+      const engine = this.engine;
+      if (engine !== null && this.role !== 'changing') {
+        const heads = await Promise.all(positions.map((_, shard) => engine.feedRead(shard, Number.MAX_SAFE_INTEGER, 0, null)));
+        if (heads.every((result, shard) => 'feed' in result && result.feed.head >= positions[shard])) return;
+      }
+      if (performance.now() >= deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   onCommitted(listener: (shard: number) => void): () => void {
     this.committed_listeners.add(listener);
     return () => this.committed_listeners.delete(listener);

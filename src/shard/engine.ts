@@ -638,6 +638,9 @@ export class Engine {
   /** Everything up to `position` of shard `shard`'s log is held by every in-sync replica. */
   setCommitted(shard: number, position: number): void {
     this.handles[shard].setCommitted(position);
+    // A follower's feed subscribers learn of new transfers from the commit position (the leader's
+    // learn from the replies of its own writes).
+    if (this.role === 'follower') this.notifyCommitted(shard);
   }
 
   /** A shard's commit position as this engine knows it. */

@@ -424,7 +424,9 @@ export class Shard {
       }
       this.afterEntry(2 * entry.count);
       const transfers_after = this.ledger.transfersInOrder().length;
-      if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
+      // A promoted leader applies its uncommitted tail: the feed waits for its commit.
+      if (this.replicated && entry.position > this.committed_position) this.feed_pending.push([entry.position, transfers_after]);
+      else if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       this.last_commit_unix_ms = Date.now();
     }
   }
