@@ -95,6 +95,25 @@ t.test('the in-sync set changes only by the current leader in its epoch', async 
   t.equal(next.ok && next.state.epoch, 2);
 });
 
+t.test('a leader that steps down resigns: an in-sync center takes over at once, and nobody resigns for another', async (t) => {
+  const a = await open('c4', 'a');
+  const b = await open('c4', 'b');
+  t.teardown(async () => {
+    await Promise.all([a.close(), b.close()]);
+  });
+  await a.initialize(0, ['a', 'b'], 1);
+  t.ok((await a.takeOver(0)).ok, 'a leads');
+  t.notOk(await b.resign(0), 'b cannot give up a\'s leadership');
+  t.notOk((await b.takeOver(0)).ok, 'so b cannot take over');
+  t.ok(await a.resign(0), 'a resigns (its lease still lives)');
+  t.ok(a.mayLead(), 'its lease is untouched: only the leader key went');
+  const next = await b.takeOver(0);
+  t.ok(next.ok, 'b takes over at once, without waiting for a\'s lease');
+  t.same(next.ok && [next.state.epoch, next.state.leader, next.state.isr], [2, 'b', ['b']], 'in the next epoch; a leaves the in-sync set with its leadership');
+  t.notOk(await a.resign(0), 'a cannot resign b\'s leadership');
+  t.equal(await a.liveLeader(0), 'b');
+});
+
 t.test('a frozen leader stops claiming leadership before its successor exists', async (t) => {
   const child = spawn(process.execPath, ['--import=tsx', join(ROOT, 'test/support/coordinator-child.ts'), etcd.endpoint, 'c3', 'a', '3'], {
     cwd: ROOT,

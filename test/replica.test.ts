@@ -51,3 +51,31 @@ t.test('a follower applying the stored entries ends identical to the leader, and
   await follower.close();
   await leader.close();
 });
+
+t.test('a follower applies only what is committed, also after its restart (defer_tail)', async (t) => {
+  const { dir, cleanup } = tempDir('keel-replica-defer-');
+  t.teardown(cleanup);
+  const leader = Shard.open({ dir: join(dir, 'leader'), pulse: false });
+  const options = { dir: join(dir, 'follower'), pulse: false, replicated: true, defer_tail: true };
+  let follower = Shard.open(options);
+  await leader.createAccounts([account(1n), account(2n)]);
+  const committed = leader.stateHash();
+  await leader.createTransfers([transfer(10n, 1n, 2n, 100n)]);
+  const [first, second] = leader.storedEntries(1, 10);
+  const empty = follower.stateHash();
+  await follower.appendReplica(first);
+  await follower.appendReplica(second);
+  t.equal(follower.stateHash(), empty, 'appended and durable, but nothing applied before a commit position');
+  follower.setCommitted(1);
+  t.equal(follower.stateHash(), committed, 'a commit position applies up to it, no further');
+  await follower.close();
+  follower = Shard.open(options);
+  t.equal(follower.stateHash(), committed, 'after a restart: the committed state (its checkpoint); the tail past it waits for the leader again (a failover may discard it)');
+  t.equal(follower.appliedHead().position, 1);
+  follower.setCommitted(2);
+  t.equal(follower.stateHash(), leader.stateHash(), 'and is applied once the leader says it is committed');
+  follower.promote(2);
+  t.equal(follower.stateHash(), leader.stateHash(), 'a promotion applies whatever was left');
+  await follower.close();
+  await leader.close();
+});

@@ -22,7 +22,7 @@ import { CheckpointStore } from '../storage/checkpoint.ts';
 import { Coordinator, type GroupState } from './coordinator.ts';
 import { ReplicaLeader } from './leader.ts';
 import { ReplicaFollower } from './follower.ts';
-import { REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type FollowerMessage } from './wire.ts';
+import { FOLLOWER_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type FollowerMessage } from './wire.ts';
 
 export interface ClusterOptions {
   cluster: string;
@@ -122,7 +122,8 @@ export class Center {
       throw error;
     }
     const server = createServer((_, response) => response.writeHead(426).end('replication speaks WebSocket\n'));
-    const wss = new WebSocketServer({ server, path: REPLICATION_PATH, maxPayload: REPLICATION_FRAME_BYTES_MAX });
+    // What followers send is small (hello, acks, forwarded writes of one request): a small bound.
+    const wss = new WebSocketServer({ server, path: REPLICATION_PATH, maxPayload: FOLLOWER_FRAME_BYTES_MAX });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(cluster.replication_port, cluster.replication_host, () => resolve());
@@ -213,8 +214,13 @@ export class Center {
         }
         return;
       }
-      if (live === this.options.cluster.center) return; // our previous life's lease: wait for it to expire
-      if (this.follower === null || this.follower.leader !== live) this.follow(live);
+      if (live === this.options.cluster.center) {
+        // Not leading, yet the key names this center: give it up if this life's lease holds it
+        // (a resign that failed); a previous life's lease is left to expire.
+        await this.coordinator.resign(GROUP);
+        return;
+      }
+      if (this.follower === null || this.follower.leader !== live) await this.follow(live);
     } catch (error) {
       this.event('etcd check failed', { error: (error as Error).message });
     } finally {
@@ -222,11 +228,15 @@ export class Center {
     }
   }
 
-  private follow(leader: string): void {
+  private async follow(leader: string): Promise<void> {
     const address = this.options.cluster.peers[leader];
     const engine = this.engine;
     if (address === undefined || engine === null || this.role !== 'follower') return;
     this.follower?.close();
+    this.follower = null;
+    // Hello says where the logs stand durably: the leader counts that much as held here.
+    const heads = await engine.durableHeads();
+    if (this.engine !== engine || this.role !== 'follower' || this.follower !== null || this.closed) return;
     const cluster = this.options.cluster;
     const follower: ReplicaFollower = new ReplicaFollower(
       {
@@ -240,19 +250,16 @@ export class Center {
         on_truncate: (agree) => this.truncate(agree),
         on_end: (reason) => {
           if (this.follower === follower) this.follower = null;
-          // The next hello says where the logs stand now (a reopen reads them again).
-          if (this.engine === engine) this.heads = follower.currentHeads();
           this.event('stopped following', { leader, reason });
-          if (reason.startsWith('reopen:')) this.reopen('follower');
+          if (reason.startsWith('rebuild:')) this.options.on_fatal(`${reason.slice('rebuild: '.length)}; wipe its data directory (keep tokens.json) and restart it only if the leader still holds its whole log`);
+          else if (reason.startsWith('reopen:')) this.reopen('follower');
         },
         on_event: (event, fields) => this.event(event, fields),
       },
-      this.heads,
+      heads,
     );
     this.follower = follower;
   }
-
-  private heads: LogHeadWire[] = [];
 
   private become(role: 'leader' | 'follower', epoch: number): Promise<void> {
     this.transition = this.transition.then(async () => {
@@ -302,12 +309,26 @@ export class Center {
     return this.transition.catch((error: unknown) => this.options.on_fatal(`cannot become ${role}: ${(error as Error).message}`));
   }
 
+  /**
+   * Stops leading (also while the leadership is still being set up): no more commits, the leader
+   * key is given up so an in-sync center can take over at once, and the engine reopens as a
+   * follower.
+   */
   private stepDown(reason: string): void {
-    if (this.role !== 'leader') return;
+    const leader = this.leader;
+    if (leader === null || this.stepping_down) return;
+    this.stepping_down = true;
     this.event('stepping down', { reason });
-    this.leader?.stop();
-    void this.become('follower', 1).then(() => this.check());
+    leader.stop();
+    void this.coordinator.resign(GROUP).catch(() => false);
+    void this.become('follower', 1)
+      .finally(() => {
+        this.stepping_down = false;
+      })
+      .then(() => this.check());
   }
+
+  private stepping_down = false;
 
   private reopen(role: 'follower'): void {
     void this.become(role, 1).then(() => this.check());
@@ -353,7 +374,6 @@ export class Center {
       },
     });
     this.engine = engine;
-    this.heads = engine.log_heads.map((head) => ({ ...head }));
     this.engine_unlisten = engine.onCommitted((shard) => {
       for (const listener of this.committed_listeners) listener(shard);
     });

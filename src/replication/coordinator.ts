@@ -225,6 +225,19 @@ export class Coordinator {
     return () => watcher.cancel();
   }
 
+  /**
+   * Gives up leadership of `group` now (deletes the leader key, if this center's own lease holds
+   * it), so an in-sync center can take over without waiting for the lease to run out. A key held
+   * by another lease (a previous life of this center) is left to expire.
+   */
+  async resign(group: number): Promise<boolean> {
+    const result = await this.client
+      .if(this.key(group, 'leader'), 'Lease', '==', this.lease_id)
+      .then(this.client.delete().key(this.key(group, 'leader')))
+      .commit();
+    return result.succeeded;
+  }
+
   /** Resigns every leadership (revokes the lease: followers may take over at once) and disconnects. */
   async close(): Promise<void> {
     this.serving_until_ms = 0;

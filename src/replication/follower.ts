@@ -7,7 +7,8 @@ import { WebSocket } from 'ws';
 import type { Engine } from '../shard/engine.ts';
 import type { LogHeadWire } from '../shard/messages.ts';
 import { entryHeader } from '../storage/log.ts';
-import { FORWARD_INFLIGHT_MAX, REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type LeaderMessage } from './wire.ts';
+import { FORWARD_INFLIGHT_MAX, REPLICATION_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type FollowerMessage, type LeaderMessage } from './wire.ts';
+import type { ReplicaOutcome } from '../shard/handle.ts';
 import type { ShardResult } from '../shard/messages.ts';
 
 export interface FollowerOptions {
@@ -27,7 +28,13 @@ export interface FollowerOptions {
   on_event?: (event: string, fields: Record<string, unknown>) => void;
 }
 
+/** Each connection's appends carry its own tag: an acknowledgement of another connection's is ignored. */
+let next_tag = 1;
+
+const isPosition = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= -1;
+
 export class ReplicaFollower {
+  readonly tag = next_tag++;
   private readonly options: FollowerOptions;
   private readonly ws: WebSocket;
   /** Per shard: the head of what was handed to the engine (appended, or about to be). */
@@ -62,15 +69,15 @@ export class ReplicaFollower {
   }
 
   /** The engine acknowledged (or refused) what it was handed (Engine on_replica). */
-  onReplica(shard: number, outcome: { acked: number } | { refused: string; message: string }): void {
-    if (this.ended) return;
+  onReplica(shard: number, outcome: ReplicaOutcome): void {
+    if (this.ended || outcome.tag !== this.tag) return;
     if ('refused' in outcome) {
       // Our heads no longer say where the log stands: the center reopens and asks again.
       this.end(`shard ${shard} refused the leader's entry (${outcome.refused}: ${outcome.message})`, true);
       return;
     }
     this.acked[shard] = outcome.acked;
-    this.ws.send(encodeMessage({ t: 'ack', shard, position: outcome.acked }));
+    this.send({ t: 'ack', shard, position: outcome.acked });
   }
 
   /** Whether the leader welcomed this follower (writes can be forwarded). */
@@ -90,7 +97,7 @@ export class ReplicaFollower {
     const id = this.next_forward++;
     return new Promise((resolve) => {
       this.forwards.set(id, resolve);
-      this.ws.send(encodeMessage({ t: 'forward', id, op, count, body }));
+      this.send({ t: 'forward', id, op, count, body });
     });
   }
 
@@ -102,15 +109,22 @@ export class ReplicaFollower {
     this.end('closed by this center');
   }
 
+  private send(message: FollowerMessage): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeMessage(message));
+  }
+
   private onMessage(data: Buffer): void {
     if (this.ended) return;
     const message = decodeMessage<LeaderMessage>(data);
-    if (message === null) return this.end('the leader sent a malformed message');
+    if (message === null || !wellFormed(message, this.heads.length)) return this.end('the leader sent a malformed message');
     switch (message.t) {
       case 'refuse':
         return this.end(`the leader refused: ${message.code}: ${message.message}`);
       case 'welcome': {
         this.leader_epoch = message.epoch;
+        if (message.agree.some((agree) => agree < 0)) {
+          return this.end(`rebuild: the leader's log no longer reaches back to this center's log (it was pruned after a checkpoint); this center must be rebuilt from a checkpoint, which this release cannot ship`);
+        }
         if (message.epoch < this.options.epoch) return this.end(`${this.options.leader} leads epoch ${message.epoch}, older than ${this.options.epoch}`);
         const diverged = message.agree.some((agree, shard) => agree < this.heads[shard].position);
         if (diverged) {
@@ -140,7 +154,7 @@ export class ReplicaFollower {
           return this.end(`shard ${message.shard}: ${(error as Error).message}`, true);
         }
         this.heads[message.shard] = { position: last.position, epoch: last.epoch, checksum: last.checksum };
-        this.options.engine.appendReplica(message.shard, message.entries);
+        this.options.engine.appendReplica(message.shard, message.entries, this.tag);
         // A commit heard before these entries arrived covers them now.
         this.applyCommit(this.leader_commit);
         return;
@@ -182,5 +196,24 @@ export class ReplicaFollower {
     for (const resolve of this.forwards.values()) resolve({ error: 'unavailable', message: `the connection to the leader ${this.options.leader} ended before it answered; the outcome is unknown` });
     this.forwards.clear();
     this.options.on_end(reopen ? `reopen: ${reason}` : reason);
+  }
+}
+
+/** The leader is a peer that knows the secret, but its messages are still checked before use. */
+function wellFormed(message: LeaderMessage, shards: number): boolean {
+  const positions = (value: unknown): boolean => Array.isArray(value) && value.length === shards && value.every(isPosition);
+  switch (message.t) {
+    case 'welcome':
+      return Number.isSafeInteger(message.epoch) && positions(message.agree) && positions(message.commit);
+    case 'entries':
+      return Number.isInteger(message.shard) && message.shard >= 0 && message.shard < shards && isPosition(message.first) && Array.isArray(message.entries) && message.entries.every((e) => e instanceof Uint8Array);
+    case 'commit':
+      return positions(message.commit);
+    case 'forwarded':
+      return Number.isSafeInteger(message.id) && typeof message.result === 'object' && message.result !== null;
+    case 'refuse':
+      return typeof message.code === 'string' && typeof message.message === 'string';
+    default:
+      return false;
   }
 }

@@ -30,6 +30,7 @@ const WINDOW_ENTRIES = 256;
 const SHIP_ENTRIES_MAX = 64;
 /** Recent entries kept in memory per shard for shipping (older ones are read from the log). */
 const RECENT_ENTRIES_MAX = 1024;
+const RECENT_BYTES_MAX = 64 << 20;
 /** Bytes queued on a follower's socket before the leader waits for it to drain. */
 const SOCKET_BUFFERED_MAX = 32 << 20;
 const TICK_MS = 50;
@@ -54,7 +55,7 @@ export class ReplicaLeader {
   /** Per shard: the highest position durable here (and handed over for shipping). */
   private readonly durable: number[];
   /** Per shard: the recent entries, from position `first`. */
-  private readonly recent: Array<{ first: number; entries: Uint8Array[] }>;
+  private readonly recent: Array<{ first: number; entries: Uint8Array[]; bytes: number }>;
   private readonly commit: number[];
   /** Per center: what it acknowledged durable, per shard (kept across its reconnects). */
   private readonly acked = new Map<string, number[]>();
@@ -66,6 +67,12 @@ export class ReplicaLeader {
   /** Per shard: the log head when the engine opened (entries from before this leadership). */
   private attach_head: number[] = [];
   private isr_change: Promise<void> | null = null;
+  /**
+   * A center being added to the in-sync set: from the moment the change is sent to etcd, commit
+   * counts it too (Kafka's "maximal ISR"), since etcd may already name it in sync, and so it may
+   * already be eligible to take over, before this leader hears back.
+   */
+  private joining: string | null = null;
   private commit_broadcast_scheduled = false;
   private readonly timer: NodeJS.Timeout;
   private stopped = false;
@@ -79,7 +86,7 @@ export class ReplicaLeader {
     this.isr = new Set(options.state.isr);
     const n = options.shard_count;
     this.durable = new Array<number>(n).fill(-1);
-    this.recent = Array.from({ length: n }, () => ({ first: 1, entries: [] }));
+    this.recent = Array.from({ length: n }, () => ({ first: 1, entries: [], bytes: 0 }));
     this.commit = new Array<number>(n).fill(0);
     this.marks = Array.from({ length: n }, () => []);
     this.timer = setInterval(() => this.tick(), TICK_MS);
@@ -119,10 +126,15 @@ export class ReplicaLeader {
     if (recent.first + recent.entries.length !== first) {
       recent.first = first;
       recent.entries = [];
+      recent.bytes = 0;
     }
-    for (const bytes of entries) recent.entries.push(bytes);
-    if (recent.entries.length > RECENT_ENTRIES_MAX) {
-      const drop = recent.entries.length - RECENT_ENTRIES_MAX;
+    for (const bytes of entries) {
+      recent.entries.push(bytes);
+      recent.bytes += bytes.byteLength;
+    }
+    let drop = 0;
+    while (recent.entries.length - drop > 1 && (recent.entries.length - drop > RECENT_ENTRIES_MAX || recent.bytes > RECENT_BYTES_MAX)) recent.bytes -= recent.entries[drop++].byteLength;
+    if (drop > 0) {
       recent.entries.splice(0, drop);
       recent.first += drop;
     }
@@ -168,11 +180,20 @@ export class ReplicaLeader {
       this.options.on_deposed(`a follower knows a newer epoch (${epoch})`);
       return;
     }
+    const head_ok = (head: LogHeadWire): boolean =>
+      typeof head === 'object' && head !== null && Number.isSafeInteger(head.position) && head.position >= 0 && Number.isSafeInteger(head.epoch) && head.epoch >= 0 && Number.isInteger(head.checksum);
+    if (!Array.isArray(heads) || !heads.every(head_ok) || !Number.isSafeInteger(epoch)) return this.refuse(ws, 'bad_request', 'malformed hello');
     if (heads.length !== this.options.shard_count) {
       return this.refuse(ws, 'shard_count_mismatch', `${center} has ${heads.length} shard(s); the leader has ${this.options.shard_count}`);
     }
     const agree = await Promise.all(heads.map((head, shard) => engine.agree(shard, head)));
     if (this.stopped || ws.readyState !== ws.OPEN) return;
+    if (agree.some((a) => a.agree < 0)) {
+      // This log was pruned below where the follower stands: it cannot catch up from entries.
+      this.send({ center, ws, next: [], pumping: [], closed: false }, { t: 'welcome', epoch: this.epoch, agree: agree.map((a) => a.agree), commit: [...this.commit] });
+      this.options.on_event?.('follower needs a rebuild', { follower: center, agree: agree.map((a) => a.agree) });
+      return;
+    }
     const previous = this.links.get(center);
     if (previous !== undefined) this.drop(previous, 'replaced by a new connection');
     const link: Link = { center, ws, next: agree.map((a) => a.agree + 1), pumping: new Array<boolean>(heads.length).fill(false), closed: false };
@@ -193,8 +214,9 @@ export class ReplicaLeader {
   onAck(center: string, shard: number, position: number): void {
     const link = this.links.get(center);
     const acked = this.acked.get(center);
-    if (link === undefined || acked === undefined || !Number.isSafeInteger(position) || shard < 0 || shard >= acked.length) return;
-    if (position > this.durable[shard]) return; // not shipped by this leader: ignore
+    if (link === undefined || acked === undefined || !Number.isInteger(shard) || !Number.isSafeInteger(position) || shard < 0 || shard >= acked.length) return;
+    // Only what this link carried counts (never an append made under another leader).
+    if (position >= link.next[shard]) return;
     if (position > acked[shard]) acked[shard] = position;
     this.recomputeCommit(shard);
     void this.pump(link, shard);
@@ -261,7 +283,7 @@ export class ReplicaLeader {
     if (this.stopped || this.engine === null) return;
     if (this.isr.size < this.min_isr) return;
     let position = this.durable[shard];
-    for (const member of this.isr) {
+    for (const member of this.joining === null ? this.isr : [...this.isr, this.joining]) {
       if (member === this.self) continue;
       const acked = this.acked.get(member);
       position = Math.min(position, acked === undefined ? 0 : acked[shard]);
@@ -342,6 +364,8 @@ export class ReplicaLeader {
   }
 
   private changeIsr(isr: string[], reason: string): void {
+    const added = isr.filter((member) => !this.isr.has(member));
+    this.joining = added[0] ?? null;
     this.isr_change = this.options.coordinator
       .setIsr(this.options.group, this.epoch, isr)
       .then((result) => {
@@ -356,6 +380,7 @@ export class ReplicaLeader {
       .catch((error: unknown) => this.options.on_event?.('in-sync set change failed', { reason, error: (error as Error).message }))
       .finally(() => {
         this.isr_change = null;
+        this.joining = null;
       });
   }
 

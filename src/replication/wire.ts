@@ -9,6 +9,8 @@ import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
 export const REPLICATION_PATH = '/replicate';
 /** One frame at most (a shipment of entries is bounded by the leader's window). */
 export const REPLICATION_FRAME_BYTES_MAX = 128 << 20;
+/** One frame from a follower at most: a hello, an ack, or one forwarded request (8190 events). */
+export const FOLLOWER_FRAME_BYTES_MAX = 4 << 20;
 /** Forwarded writes in flight per follower; past it the follower's door answers `busy`. */
 export const FORWARD_INFLIGHT_MAX = 1024;
 

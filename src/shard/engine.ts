@@ -8,7 +8,7 @@
 
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { ShardHandle, type RecoveryInfo } from './handle.ts';
+import { ShardHandle, type RecoveryInfo, type ReplicaOutcome } from './handle.ts';
 import { ShardOp, type GroupEntryWire, type LogHeadWire, type ShardResult } from './messages.ts';
 import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
 import { AccountFlags, EVENTS_PER_REQUEST_MAX, QueryFilterFlags, TransferFlags } from '../ledger/types.ts';
@@ -43,7 +43,7 @@ export interface EngineReplication {
   role: 'leader' | 'follower';
   epoch: number;
   on_entries?: (shard: number, first: number, entries: Uint8Array[]) => void;
-  on_replica?: (shard: number, outcome: { acked: number } | { refused: string; message: string }) => void;
+  on_replica?: (shard: number, outcome: ReplicaOutcome) => void;
 }
 
 export class EngineLockedError extends Error {
@@ -649,8 +649,13 @@ export class Engine {
   }
 
   /** A follower: appends the leader's entries to shard `shard` (acknowledged via on_replica). */
-  appendReplica(shard: number, entries: Uint8Array[]): void {
-    this.handles[shard].appendReplica(entries);
+  appendReplica(shard: number, entries: Uint8Array[], tag: number): void {
+    this.handles[shard].appendReplica(entries, tag);
+  }
+
+  /** Every shard's log head once what it appended is durable: where a follower stands. */
+  durableHeads(): Promise<LogHeadWire[]> {
+    return Promise.all(this.handles.map((handle) => handle.durableHead()));
   }
 
   /** Shard `shard`'s stored entries from `from`, at most `limit`. */

@@ -41,8 +41,11 @@ export interface ShardHandleOptions {
   /** A leader's newly durable entries, as stored, from position `first`. */
   on_entries?: (shard: number, first: number, entries: Uint8Array[]) => void;
   /** A follower's append: durable up to `acked`, or refused with a code. */
-  on_replica?: (shard: number, outcome: { acked: number } | { refused: string; message: string }) => void;
+  on_replica?: (shard: number, outcome: ReplicaOutcome) => void;
 }
+
+/** A follower's append, durable up to `acked` or refused; `tag`: the connection it came on. */
+export type ReplicaOutcome = ({ acked: number } | { refused: string; message: string }) & { tag: number };
 
 export interface RecoveryInfo {
   checkpoint_position: number;
@@ -133,15 +136,16 @@ export class ShardHandle {
             options.on_entries?.(options.index, message.first, message.entries);
             return;
           case 'replica_acked':
-            options.on_replica?.(options.index, { acked: message.position });
+            options.on_replica?.(options.index, { acked: message.position, tag: message.tag });
             return;
           case 'replica_refused':
-            options.on_replica?.(options.index, { refused: message.code, message: message.message });
+            options.on_replica?.(options.index, { refused: message.code, message: message.message, tag: message.tag });
             return;
           case 'group_entries':
           case 'stored':
           case 'agree':
           case 'promoted':
+          case 'durable_head':
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
@@ -260,9 +264,9 @@ export class ShardHandle {
   }
 
   /** A follower: append the leader's entries; `on_replica` tells when they are durable. */
-  appendReplica(entries: Uint8Array[]): void {
+  appendReplica(entries: Uint8Array[], tag: number): void {
     if (this.failure !== null) return;
-    const message: ToWorker = { type: 'replica_append', entries };
+    const message: ToWorker = { type: 'replica_append', entries, tag };
     this.worker.postMessage(message);
   }
 
@@ -272,6 +276,15 @@ export class ShardHandle {
       if (message.type !== 'stored') throw new Error('unexpected reply');
       if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
       return message.entries;
+    });
+  }
+
+  /** The log head once everything appended so far is durable. */
+  durableHead(): Promise<LogHeadWire> {
+    return this.control({ type: 'durable_head', request: 0 }).then((message) => {
+      if (message.type !== 'durable_head') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
+      return message.head;
     });
   }
 

@@ -113,12 +113,14 @@ export type ToWorker =
   /** Replicated: everything up to `position` is held by every in-sync replica. */
   | { type: 'commit'; position: number }
   /** A follower: append the leader's entries (as stored); answered `replica_acked` once durable. */
-  | { type: 'replica_append'; entries: Uint8Array[] }
+  | { type: 'replica_append'; entries: Uint8Array[]; tag: number }
+  /** The log head once everything appended is durable (where a follower says it stands). */
+  | { type: 'durable_head'; request: number }
   /** Stored entries from `from` (a leader ships them to a replica that is behind). */
   | { type: 'stored'; request: number; from: number; limit: number }
   /** A follower's shard becomes the leader's in place (Shard.promote). */
   | { type: 'promote'; request: number; epoch: number }
-  /** Where a replica whose head is (position, epoch, checksum) agrees with this log. */
+  /** Where a replica whose head is (position, epoch, checksum) agrees with this log (-1: this log no longer reaches back there). */
   | { type: 'agree'; request: number; position: number; epoch: number; checksum: number };
 
 export type FromWorker =
@@ -140,8 +142,10 @@ export type FromWorker =
   | { type: 'replies'; buffer: ArrayBuffer; position: number }
   /** A leader's newly durable entries, from position `first`, as stored. */
   | { type: 'entries'; first: number; entries: Uint8Array[] }
-  | { type: 'replica_acked'; position: number }
-  | { type: 'replica_refused'; code: string; message: string }
+  /** `tag`: the connection the entries came on (acks of another connection mean nothing to this one). */
+  | { type: 'replica_acked'; position: number; tag: number }
+  | { type: 'replica_refused'; code: string; message: string; tag: number }
+  | { type: 'durable_head'; request: number; head: LogHeadWire; error?: string }
   | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
   | { type: 'agree'; request: number; agree: number; head: number; error?: string }
   | { type: 'promoted'; request: number; last_gid: number; last_timestamp: bigint; filter: IdFilterJson; log_head: LogHeadWire; error?: string }

@@ -88,6 +88,11 @@ export interface ShardOptions {
   replicated?: boolean;
   /** Told each log position once it is durable here (a leader ships from it). */
   on_durable?: (position: number) => void;
+  /**
+   * A follower's start: the log past the checkpoint is held unapplied until the leader says it
+   * is committed (it may be a tail a failover discards), instead of replayed.
+   */
+  defer_tail?: boolean;
 }
 
 export interface FeedPage {
@@ -126,6 +131,7 @@ export class Shard {
   private readonly clock: Clock;
   private epoch: number;
   private readonly replicated: boolean;
+  private readonly defer_tail: boolean;
   /** Replicated: the highest position known committed (checkpoints never pass it). */
   private committed_position = 0;
   /** A checkpoint is due but would pass the commit position: taken once commit catches up. */
@@ -174,6 +180,7 @@ export class Shard {
     this.checkpoints = checkpoints;
     this.clock = options.clock ?? systemClock;
     this.epoch = options.epoch ?? 1;
+    this.defer_tail = options.defer_tail ?? false;
     this.replicated = options.replicated ?? false;
     if (!Number.isSafeInteger(this.epoch) || this.epoch < 1) throw new RangeError('epoch must be a positive integer');
     this.checkpoint_entries = options.checkpoint_entries ?? 4096;
@@ -230,6 +237,11 @@ export class Shard {
         if (entry.checksum !== meta!.checksum) {
           throw new CorruptLogError(entry.position, 'does not match the checkpoint taken at this position (checksum differs)');
         }
+        continue;
+      }
+      if (this.defer_tail) {
+        // Kept for applyThrough: its body is copied out of the read buffer.
+        this.unapplied.push({ ...entry, body: Buffer.from(entry.body) });
         continue;
       }
       this.replay(entry);
@@ -488,8 +500,12 @@ export class Shard {
 
   /** The checksum of the entry at `position` (0 for position 0), or null when not stored here. */
   checksumAt(position: number): number | null {
-    if (position === 0) return 0;
-    return this.log.headerAt(position)?.checksum ?? null;
+    const first = this.log.firstPosition();
+    if (position === 0) return first <= 1 ? 0 : null;
+    const header = this.log.headerAt(position);
+    if (header !== null) return header.checksum;
+    // Just below the first entry kept: that entry names its predecessor's checksum.
+    return position === first - 1 ? (this.log.headerAt(position + 1)?.prev_checksum ?? null) : null;
   }
 
   /** This shard's stored log entries from `from` (at most `limit`), as a leader ships them. */

@@ -88,6 +88,7 @@ try {
     replicated: data.role !== 'single',
     // A follower's pulses come in the leader's log.
     pulse: data.role !== 'follower',
+    defer_tail: data.role === 'follower',
     on_durable: data.role === 'single' ? undefined : () => {
       if (role === 'leader') scheduleShip();
     },
@@ -403,12 +404,14 @@ function promote(request: number, epoch: number): void {
   try {
     shard.promote(epoch);
     role = 'leader';
+    // Everything already in the log reaches followers from storage; only new entries are shipped
+    // from here (the leader counts its log as durable from this head once promoted answers).
+    shipped = shard.head_position;
   } catch (error) {
     failed(error);
     return;
   }
   shard.whenDurable().then(() => {
-    shipped = shard.durable_position;
     const filter = new IdFilter();
     for (const id of shard.ledger.transfers.keys()) filter.addId(id);
     for (const id of shard.ledger.transient) filter.addId(id);
@@ -417,19 +420,19 @@ function promote(request: number, epoch: number): void {
 }
 
 /** A follower appends the leader's entries and acknowledges once they are durable. */
-function replicaAppend(entries: Uint8Array[]): void {
+function replicaAppend(entries: Uint8Array[], tag: number): void {
   let last: Promise<number> | null = null;
   for (const bytes of entries) {
     try {
       last = shard.appendReplica(bytes);
     } catch (error) {
       const code = (error as { code?: unknown }).code;
-      post({ type: 'replica_refused', code: typeof code === 'string' ? code : 'internal', message: error instanceof Error ? error.message : String(error) });
+      post({ type: 'replica_refused', code: typeof code === 'string' ? code : 'internal', message: error instanceof Error ? error.message : String(error), tag });
       break;
     }
   }
   last?.then(
-    (position) => post({ type: 'replica_acked', position }),
+    (position) => post({ type: 'replica_acked', position, tag }),
     (error: unknown) => post({ type: 'failed', message: `shard ${data.index} could not store replicated entries: ${error instanceof Error ? error.message : String(error)}` }),
   );
 }
@@ -453,7 +456,13 @@ port.on('message', (message: ToWorker) => {
       handleAll(waiting);
     }
   } else if (message.type === 'replica_append') {
-    replicaAppend(message.entries);
+    replicaAppend(message.entries, message.tag);
+  } else if (message.type === 'durable_head') {
+    const request = message.request;
+    shard.whenDurable().then(
+      () => post({ type: 'durable_head', request, head: shard.logHead() }),
+      (error: unknown) => post({ type: 'durable_head', request, head: { position: 0, epoch: 0, checksum: 0 }, error: error instanceof Error ? error.message : String(error) }),
+    );
   } else if (message.type === 'stored') {
     try {
       const entries = shard.storedEntries(message.from, message.limit);
@@ -468,7 +477,9 @@ port.on('message', (message: ToWorker) => {
       // The replica agrees up to the end of its last epoch here (never past its own head); at
       // its head, the checksums must match too, else one step back and the replica asks again.
       let agree = Math.min(message.position, shard.lastPositionOfEpoch(message.epoch));
-      if (agree === message.position && shard.checksumAt(agree) !== message.checksum) agree = Math.max(0, agree - 1);
+      const checksum = shard.checksumAt(agree);
+      if (checksum === null) agree = -1; // pruned below: only a rebuild can help this replica
+      else if (agree === message.position && checksum !== message.checksum) agree = Math.max(0, agree - 1);
       post({ type: 'agree', request: message.request, agree, head: shard.head_position });
     } catch (error) {
       post({ type: 'agree', request: message.request, agree: 0, head: 0, error: error instanceof Error ? error.message : String(error) });

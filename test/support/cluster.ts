@@ -109,7 +109,7 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-export async function startCluster(options: { names?: string[]; shards: number; min_insync?: number; lag_max_ms?: number }): Promise<TestCluster> {
+export async function startCluster(options: { names?: string[]; shards: number; min_insync?: number; lag_max_ms?: number; /** default: every name */ start?: string[] }): Promise<TestCluster> {
   const names = options.names ?? ['a', 'b', 'c'];
   const etcd = await startEtcd();
   const dir = mkdtempSync(join(tmpdir(), 'keel-cluster-'));
@@ -246,6 +246,6 @@ export async function startCluster(options: { names?: string[]; shards: number; 
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  for (const n of names) startOne(n);
+  for (const n of options.start ?? names) startOne(n);
   return cluster;
 }
