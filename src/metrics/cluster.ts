@@ -15,6 +15,7 @@ export interface ClusterSnapshot {
   lag: Record<string, { entries: number | null; seconds: number }>;
   takeovers: number;
   truncations: number;
+  rebuilds: number;
 }
 
 export function registerClusterMetrics(registry: Registry, snapshot: () => ClusterSnapshot): void {
@@ -87,6 +88,15 @@ export function registerClusterMetrics(registry: Registry, snapshot: () => Clust
     collect(this: Counter) {
       this.reset();
       this.inc(snapshot().takeovers);
+    },
+  });
+  new Counter({
+    name: 'keel_cluster_rebuilds_total',
+    help: 'Shards this center rebuilt from the leader\'s checkpoint (its log was too far behind).',
+    registers,
+    collect(this: Counter) {
+      this.reset();
+      this.inc(snapshot().rebuilds);
     },
   });
   new Counter({

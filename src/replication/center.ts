@@ -8,13 +8,15 @@
 // centers as a whole.
 
 import { createServer, type Server } from 'node:http';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Engine, type EngineOptions } from '../shard/engine.ts';
 import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
-import { LogStore } from '../storage/log.ts';
+import { LogOp, LogStore, decodeEntry, entryHeader } from '../storage/log.ts';
+import { decodeGroupEntry } from '../shard/group.ts';
 import type { ClusterSnapshot } from '../metrics/cluster.ts';
 import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
 import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
@@ -22,7 +24,7 @@ import { CheckpointStore } from '../storage/checkpoint.ts';
 import { Coordinator, type GroupState } from './coordinator.ts';
 import { ReplicaLeader } from './leader.ts';
 import { ReplicaFollower } from './follower.ts';
-import { FOLLOWER_FRAME_BYTES_MAX, REPLICATION_PATH, decodeMessage, encodeMessage, type FollowerMessage } from './wire.ts';
+import { FOLLOWER_FRAME_BYTES_MAX, REPLICATION_PATH, SNAPSHOT_PART_BYTES, decodeMessage, encodeMessage, type FollowerMessage } from './wire.ts';
 
 export interface ClusterOptions {
   cluster: string;
@@ -50,6 +52,9 @@ export interface CenterOptions {
 }
 
 const GROUP = 0;
+/** Under a center's data directory: checkpoint copies being received, and being sent. */
+const REBUILD_DIR = '.rebuild';
+const SNAPSHOTS_DIR = '.snapshots';
 const POLL_MS = 200;
 
 export type CenterRole = 'leader' | 'follower' | 'changing';
@@ -84,7 +89,7 @@ export class Center {
   private polling = false;
   private readonly committed_listeners = new Set<(shard: number) => void>();
   private engine_unlisten: (() => void) | null = null;
-  readonly stats = { failovers: 0, truncations: 0, last_takeover_ms: 0 };
+  readonly stats = { failovers: 0, truncations: 0, rebuilds: 0, last_takeover_ms: 0 };
 
   private constructor(options: CenterOptions, coordinator: Coordinator, server: Server, wss: WebSocketServer, state: GroupState) {
     this.options = options;
@@ -178,6 +183,7 @@ export class Center {
       lag: status.lag,
       takeovers: this.stats.failovers,
       truncations: this.stats.truncations,
+      rebuilds: this.stats.rebuilds,
     };
   }
 
@@ -248,11 +254,12 @@ export class Center {
         center: cluster.center,
         epoch: this.epoch_known,
         on_truncate: (agree) => this.truncate(agree),
+        staging_dir: join(this.options.engine.data_dir, REBUILD_DIR),
+        on_rebuilt: (shards) => this.rebuilt(shards),
         on_end: (reason) => {
           if (this.follower === follower) this.follower = null;
           this.event('stopped following', { leader, reason });
-          if (reason.startsWith('rebuild:')) this.options.on_fatal(`${reason.slice('rebuild: '.length)}; wipe its data directory (keep tokens.json) and restart it only if the leader still holds its whole log`);
-          else if (reason.startsWith('reopen:')) this.reopen('follower');
+          if (reason.startsWith('reopen:')) this.reopen('follower');
         },
         on_event: (event, fields) => this.event(event, fields),
       },
@@ -346,7 +353,7 @@ export class Center {
         const meta = checkpoints.readMeta();
         await checkpoints.close();
         if (meta !== null && meta.position > agree[shard]) {
-          throw new Error(`shard ${shard}'s checkpoint at ${meta.position} is past where its log agrees with the leader (${agree[shard]}); rebuild this center from a peer (wipe its data directory)`);
+          throw new Error(`shard ${shard}'s checkpoint at ${meta.position} is past where its log agrees with the leader (${agree[shard]}); wipe this center's data directory (keep tokens.json) and restart it: it rebuilds from the leader's checkpoint`);
         }
         const log = LogStore.open({ path: join(dir, 'log') });
         const removed = await log.truncateFrom(agree[shard] + 1);
@@ -361,6 +368,86 @@ export class Center {
       () => this.check(),
       (error: unknown) => this.options.on_fatal(`cannot truncate to the leader's log: ${(error as Error).message}`),
     );
+  }
+
+  /**
+   * Swaps in the leader's checkpoint copies staged for these shards (engine closed): each shard's
+   * state becomes the copy and its log starts at the entry the copy summarises; the leader then
+   * ships what follows. Everything else of the shard (its old log and state) is discarded.
+   */
+  private rebuilt(shards: Array<{ shard: number; entry: Uint8Array }>): void {
+    this.transition = this.transition.then(async () => {
+      this.role = 'changing';
+      this.follower = null;
+      await this.closeEngine();
+      const staging = join(this.options.engine.data_dir, REBUILD_DIR);
+      for (const { shard, entry } of shards) {
+        const dir = join(this.options.engine.data_dir, `shard-${shard}`);
+        rmSync(join(dir, 'state'), { recursive: true, force: true });
+        rmSync(join(dir, 'log'), { recursive: true, force: true });
+        mkdirSync(dir, { recursive: true });
+        renameSync(join(staging, `shard-${shard}`, 'state'), join(dir, 'state'));
+        const parsed = decodeEntry(entry, undefined);
+        const log = LogStore.open({ path: join(dir, 'log') });
+        try {
+          await log.seed(entry, parsed.op === LogOp.group ? decodeGroupEntry(parsed.body).gid : 0);
+        } finally {
+          await log.close();
+        }
+        this.event('rebuilt a shard from the leader\'s checkpoint', { shard, position: parsed.position });
+      }
+      rmSync(staging, { recursive: true, force: true });
+      this.stats.rebuilds++;
+      await this.openEngine('follower', 1);
+      this.role = 'follower';
+    });
+    void this.transition.then(
+      () => this.check(),
+      (error: unknown) => this.options.on_fatal(`cannot rebuild from the leader's checkpoint: ${(error as Error).message}`),
+    );
+  }
+
+  /** A follower asked for shard `shard`'s checkpoint: copy it and stream it, then the entry it summarises. */
+  private async sendSnapshot(ws: WebSocket, shard: number): Promise<void> {
+    const engine = this.engine;
+    const fail = (message: string): void => {
+      if (ws.readyState === ws.OPEN) ws.send(encodeMessage({ t: 'snapshot_failed', shard, message }));
+    };
+    if (engine === null || this.role !== 'leader' || !Number.isInteger(shard) || shard < 0 || shard >= this.shard_count) return fail('not the leader, or no such shard');
+    const root = join(this.options.engine.data_dir, SNAPSHOTS_DIR);
+    mkdirSync(root, { recursive: true });
+    const dir = mkdtempSync(join(root, `shard-${shard}-`));
+    try {
+      await engine.snapshot(shard, dir);
+      const copy = CheckpointStore.open(dir);
+      const meta = copy.readMeta();
+      await copy.close();
+      if (meta === null) throw new Error('this shard has no checkpoint yet');
+      const [entry] = await engine.storedEntries(shard, meta.position, 1);
+      if (entry === undefined || entryHeader(entry).position !== meta.position) throw new Error(`the log no longer holds entry ${meta.position}, which the checkpoint summarises`);
+      const file = openSync(join(dir, 'data.mdb'), 'r');
+      let offset = 0;
+      try {
+        const buffer = Buffer.allocUnsafe(SNAPSHOT_PART_BYTES);
+        for (;;) {
+          const read = readSync(file, buffer, 0, buffer.byteLength, offset);
+          if (read === 0) break;
+          if (ws.readyState !== ws.OPEN) return;
+          ws.send(encodeMessage({ t: 'snapshot_part', shard, offset, bytes: buffer.subarray(0, read) }));
+          offset += read;
+          // Bounded: wait for the socket to drain before reading more.
+          while (ws.bufferedAmount > 4 * SNAPSHOT_PART_BYTES && ws.readyState === ws.OPEN) await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      } finally {
+        closeSync(file);
+      }
+      if (ws.readyState === ws.OPEN) ws.send(encodeMessage({ t: 'snapshot_done', shard, total: offset, entry }));
+      this.event('sent a checkpoint copy', { shard, position: meta.position, bytes: offset });
+    } catch (error) {
+      fail((error as Error).message);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   private async openEngine(role: 'leader' | 'follower', epoch: number): Promise<void> {
@@ -417,6 +504,7 @@ export class Center {
       }
       if (message.t === 'ack') this.leader?.onAck(center, message.shard, message.position);
       else if (message.t === 'forward') this.runForwarded(ws, message);
+      else if (message.t === 'snapshot') void this.sendSnapshot(ws, message.shard);
     });
     ws.on('error', () => ws.terminate());
   }

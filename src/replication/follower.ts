@@ -4,6 +4,8 @@
 // what is durable, and applies what the leader reports committed.
 
 import { WebSocket } from 'ws';
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Engine } from '../shard/engine.ts';
 import type { LogHeadWire } from '../shard/messages.ts';
 import { entryHeader } from '../storage/log.ts';
@@ -23,6 +25,13 @@ export interface FollowerOptions {
   epoch: number;
   /** Some shards' logs run past where they agree with the leader: truncate them, then follow again. */
   on_truncate: (agree: number[]) => void;
+  /**
+   * Where rebuilt shards are staged: `<staging>/shard-<n>/state/data.mdb` (a copy of the leader's
+   * checkpoint), written while the engine still runs.
+   */
+  staging_dir: string;
+  /** Every shard that had to be rebuilt has its checkpoint copy staged, with the entry it summarises. */
+  on_rebuilt: (shards: Array<{ shard: number; entry: Uint8Array }>) => void;
   /** The connection ended (or was refused): the center decides what next. */
   on_end: (reason: string) => void;
   on_event?: (event: string, fields: Record<string, unknown>) => void;
@@ -40,6 +49,8 @@ export class ReplicaFollower {
   /** Per shard: the head of what was handed to the engine (appended, or about to be). */
   private readonly heads: LogHeadWire[];
   private welcomed = false;
+  /** A rebuild in progress: shards still to fetch, what is staged, and the file being written. */
+  private rebuild: { todo: number[]; done: Array<{ shard: number; entry: Uint8Array }>; fd: number | null; written: number } | null = null;
   private next_forward = 1;
   private readonly forwards = new Map<number, (result: ShardResult) => void>();
   private ended = false;
@@ -122,8 +133,14 @@ export class ReplicaFollower {
         return this.end(`the leader refused: ${message.code}: ${message.message}`);
       case 'welcome': {
         this.leader_epoch = message.epoch;
-        if (message.agree.some((agree) => agree < 0)) {
-          return this.end(`rebuild: the leader's log no longer reaches back to this center's log (it was pruned after a checkpoint); this center must be rebuilt from a checkpoint, which this release cannot ship`);
+        const todo = message.agree.flatMap((agree, shard) => (agree < 0 ? [shard] : []));
+        if (todo.length > 0) {
+          // The leader's log no longer reaches back to these shards' heads: fetch its checkpoint.
+          this.options.on_event?.('rebuilding from the leader\'s checkpoint', { leader: this.options.leader, shards: todo });
+          rmSync(this.options.staging_dir, { recursive: true, force: true });
+          this.rebuild = { todo, done: [], fd: null, written: 0 };
+          this.nextSnapshot();
+          return;
         }
         if (message.epoch < this.options.epoch) return this.end(`${this.options.leader} leads epoch ${message.epoch}, older than ${this.options.epoch}`);
         const diverged = message.agree.some((agree, shard) => agree < this.heads[shard].position);
@@ -162,6 +179,10 @@ export class ReplicaFollower {
       case 'commit':
         if (this.welcomed) this.applyCommit(message.commit);
         return;
+      case 'snapshot_part':
+      case 'snapshot_done':
+      case 'snapshot_failed':
+        return this.onSnapshot(message);
       case 'forwarded': {
         const resolve = this.forwards.get(message.id);
         this.forwards.delete(message.id);
@@ -174,6 +195,48 @@ export class ReplicaFollower {
   /** Where this follower's shards' logs stand (what it was handed, in order). */
   currentHeads(): LogHeadWire[] {
     return this.heads.map((head) => ({ ...head }));
+  }
+
+  private nextSnapshot(): void {
+    const rebuild = this.rebuild!;
+    const shard = rebuild.todo[0];
+    if (shard === undefined) {
+      // Every copy staged: the center swaps them in (with the engine closed) and says hello again.
+      this.ended = true;
+      this.ws.close(1000, 'rebuilding');
+      this.options.on_rebuilt(rebuild.done);
+      return;
+    }
+    const dir = join(this.options.staging_dir, `shard-${shard}`, 'state');
+    mkdirSync(dir, { recursive: true });
+    rebuild.fd = openSync(join(dir, 'data.mdb'), 'w');
+    rebuild.written = 0;
+    this.send({ t: 'snapshot', shard });
+  }
+
+  private onSnapshot(message: Extract<LeaderMessage, { t: 'snapshot_part' | 'snapshot_done' | 'snapshot_failed' }>): void {
+    const rebuild = this.rebuild;
+    if (rebuild === null || rebuild.fd === null || message.shard !== rebuild.todo[0]) return this.end('a checkpoint copy nobody asked for');
+    try {
+      if (message.t === 'snapshot_failed') throw new Error(`the leader could not copy its checkpoint of shard ${message.shard}: ${message.message}`);
+      if (message.t === 'snapshot_part') {
+        if (message.offset !== rebuild.written) throw new Error(`checkpoint copy of shard ${message.shard}: part at ${message.offset}, expected ${rebuild.written}`);
+        writeSync(rebuild.fd, message.bytes);
+        rebuild.written += message.bytes.byteLength;
+        return;
+      }
+      if (message.total !== rebuild.written) throw new Error(`checkpoint copy of shard ${message.shard}: ${rebuild.written} of ${message.total} bytes`);
+      fsyncSync(rebuild.fd);
+      closeSync(rebuild.fd);
+      rebuild.fd = null;
+      rebuild.done.push({ shard: message.shard, entry: message.entry });
+      rebuild.todo.shift();
+      this.nextSnapshot();
+    } catch (error) {
+      if (rebuild.fd !== null) closeSync(rebuild.fd);
+      rebuild.fd = null;
+      this.end(`rebuild failed: ${(error as Error).message}`);
+    }
   }
 
   private applyCommit(commit: number[]): void {
@@ -191,6 +254,10 @@ export class ReplicaFollower {
   private end(reason: string, reopen = false): void {
     if (this.ended) return;
     this.ended = true;
+    if (this.rebuild !== null && this.rebuild.fd !== null) {
+      closeSync(this.rebuild.fd);
+      this.rebuild.fd = null;
+    }
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
     // Sent, maybe run by the leader, answer lost: the outcome is unknown (resending is safe).
     for (const resolve of this.forwards.values()) resolve({ error: 'unavailable', message: `the connection to the leader ${this.options.leader} ended before it answered; the outcome is unknown` });
@@ -211,6 +278,12 @@ function wellFormed(message: LeaderMessage, shards: number): boolean {
       return positions(message.commit);
     case 'forwarded':
       return Number.isSafeInteger(message.id) && typeof message.result === 'object' && message.result !== null;
+    case 'snapshot_part':
+      return Number.isInteger(message.shard) && Number.isSafeInteger(message.offset) && message.bytes instanceof Uint8Array;
+    case 'snapshot_done':
+      return Number.isInteger(message.shard) && Number.isSafeInteger(message.total) && message.entry instanceof Uint8Array;
+    case 'snapshot_failed':
+      return Number.isInteger(message.shard) && typeof message.message === 'string';
     case 'refuse':
       return typeof message.code === 'string' && typeof message.message === 'string';
     default:

@@ -11,6 +11,8 @@ export const REPLICATION_PATH = '/replicate';
 export const REPLICATION_FRAME_BYTES_MAX = 128 << 20;
 /** One frame from a follower at most: a hello, an ack, or one forwarded request (8190 events). */
 export const FOLLOWER_FRAME_BYTES_MAX = 4 << 20;
+/** Bytes of a checkpoint copy per `snapshot_part`. */
+export const SNAPSHOT_PART_BYTES = 8 << 20;
 /** Forwarded writes in flight per follower; past it the follower's door answers `busy`. */
 export const FORWARD_INFLIGHT_MAX = 1024;
 
@@ -23,7 +25,9 @@ export type FollowerMessage =
    * A write that reached this follower's door (already authorized there), for the leader to run:
    * events in the log layout, as the door encoded them.
    */
-  | { t: 'forward'; id: number; op: 'create_accounts' | 'create_transfers'; count: number; body: Uint8Array };
+  | { t: 'forward'; id: number; op: 'create_accounts' | 'create_transfers'; count: number; body: Uint8Array }
+  /** This follower's shard must be rebuilt: send its last checkpoint (the leader's log was pruned below it). */
+  | { t: 'snapshot'; shard: number };
 
 export type LeaderMessage =
   /**
@@ -35,6 +39,11 @@ export type LeaderMessage =
   /** Entries of shard `shard` from position `first`, as stored; and the commit positions. */
   | { t: 'entries'; shard: number; first: number; entries: Uint8Array[] }
   | { t: 'commit'; commit: number[] }
+  /** A piece of a shard's checkpoint copy (its LMDB data file), in order. */
+  | { t: 'snapshot_part'; shard: number; offset: number; bytes: Uint8Array }
+  /** The copy is whole (`total` bytes); `entry` is the log entry it summarises, as stored. */
+  | { t: 'snapshot_done'; shard: number; total: number; entry: Uint8Array }
+  | { t: 'snapshot_failed'; shard: number; message: string }
   /** The leader's answer to a forwarded write (as it would answer at its own door). */
   | { t: 'forwarded'; id: number; result: ShardResult };
 

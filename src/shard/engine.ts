@@ -653,6 +653,11 @@ export class Engine {
     this.handles[shard].appendReplica(entries, tag);
   }
 
+  /** Copies shard `shard`'s last checkpoint into the empty directory `dir`. */
+  snapshot(shard: number, dir: string): Promise<void> {
+    return this.handles[shard].snapshot(dir);
+  }
+
   /** Every shard's log head once what it appended is durable: where a follower stands. */
   durableHeads(): Promise<LogHeadWire[]> {
     return Promise.all(this.handles.map((handle) => handle.durableHead()));

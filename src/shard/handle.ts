@@ -146,6 +146,7 @@ export class ShardHandle {
           case 'agree':
           case 'promoted':
           case 'durable_head':
+          case 'snapshot':
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
@@ -276,6 +277,14 @@ export class ShardHandle {
       if (message.type !== 'stored') throw new Error('unexpected reply');
       if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
       return message.entries;
+    });
+  }
+
+  /** Copies this shard's last checkpoint into the empty directory `dir`. */
+  snapshot(dir: string): Promise<void> {
+    return this.control({ type: 'snapshot', request: 0, dir }).then((message) => {
+      if (message.type !== 'snapshot') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index} could not copy its checkpoint: ${message.error}`);
     });
   }
 

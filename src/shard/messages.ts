@@ -118,6 +118,8 @@ export type ToWorker =
   | { type: 'durable_head'; request: number }
   /** Stored entries from `from` (a leader ships them to a replica that is behind). */
   | { type: 'stored'; request: number; from: number; limit: number }
+  /** Copy the last checkpoint into the empty directory `dir` (a replica rebuilds from it). */
+  | { type: 'snapshot'; request: number; dir: string }
   /** A follower's shard becomes the leader's in place (Shard.promote). */
   | { type: 'promote'; request: number; epoch: number }
   /** Where a replica whose head is (position, epoch, checksum) agrees with this log (-1: this log no longer reaches back there). */
@@ -146,6 +148,7 @@ export type FromWorker =
   | { type: 'replica_acked'; position: number; tag: number }
   | { type: 'replica_refused'; code: string; message: string; tag: number }
   | { type: 'durable_head'; request: number; head: LogHeadWire; error?: string }
+  | { type: 'snapshot'; request: number; error?: string }
   | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
   | { type: 'agree'; request: number; agree: number; head: number; error?: string }
   | { type: 'promoted'; request: number; last_gid: number; last_timestamp: bigint; filter: IdFilterJson; log_head: LogHeadWire; error?: string }

@@ -493,6 +493,15 @@ export class Shard {
     this.schedulePulse();
   }
 
+  /**
+   * Copies this shard's last checkpoint into the empty directory `dir` (a replica rebuilds from it
+   * plus the log after it). Checkpoints of a replicated shard cover only committed positions.
+   */
+  snapshot(dir: string): Promise<void> {
+    this.assertServing();
+    return this.checkpoints.backup(dir);
+  }
+
   /** The last position of this log agreeing with a replica that last appended in `epoch`. */
   lastPositionOfEpoch(epoch: number): number {
     return this.log.lastPositionOfEpoch(epoch);

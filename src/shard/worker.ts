@@ -85,6 +85,8 @@ try {
     feed_retention_ms: data.feed_retention_ms,
     log_write_delay_ms: faultDelay(process.env.KEEL_FAULT_LOG_WRITE_DELAY, data.index),
     epoch: data.epoch,
+    checkpoint_entries: positiveEnv('KEEL_CHECKPOINT_ENTRIES'),
+    log_retain_entries: positiveEnv('KEEL_LOG_RETAIN_ENTRIES'),
     replicated: data.role !== 'single',
     // A follower's pulses come in the leader's log.
     pulse: data.role !== 'follower',
@@ -102,6 +104,16 @@ try {
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
+}
+
+/**
+ * Tuning (docs/operations.md): KEEL_CHECKPOINT_ENTRIES (a checkpoint after this many log entries,
+ * default 4096) and KEEL_LOG_RETAIN_ENTRIES (entries kept behind the last checkpoint for followers
+ * and the feed, default 100,000). Unset or not a positive integer: the default.
+ */
+function positiveEnv(name: string): number | undefined {
+  const value = Number(process.env[name]);
+  return Number.isSafeInteger(value) && value > 0 ? value : undefined;
 }
 
 /**
@@ -457,6 +469,18 @@ port.on('message', (message: ToWorker) => {
     }
   } else if (message.type === 'replica_append') {
     replicaAppend(message.entries, message.tag);
+  } else if (message.type === 'snapshot') {
+    const request = message.request;
+    let copied: Promise<void>;
+    try {
+      copied = shard.snapshot(message.dir);
+    } catch (error) {
+      copied = Promise.reject(error);
+    }
+    copied.then(
+      () => post({ type: 'snapshot', request }),
+      (error: unknown) => post({ type: 'snapshot', request, error: error instanceof Error ? error.message : String(error) }),
+    );
   } else if (message.type === 'durable_head') {
     const request = message.request;
     shard.whenDurable().then(

@@ -198,6 +198,14 @@ export class CheckpointStore {
     return { accounts, transfers, history, pending, transient, last_timestamp: meta?.last_timestamp ?? 0n };
   }
 
+  /**
+   * Copies the environment, as of its last committed checkpoint, into the empty directory `path`
+   * (LMDB's consistent copy under a read transaction): what a rebuilding replica starts from.
+   */
+  backup(path: string): Promise<void> {
+    return this.env.backup(path, false);
+  }
+
   close(): Promise<void> {
     return closeEnvironment(this.env);
   }

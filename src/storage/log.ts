@@ -232,6 +232,17 @@ export class LogStore {
     return this.write(entry.position, entry.epoch, Buffer.from(bytes), group_id);
   }
 
+  /**
+   * A rebuilt replica's first entry: the one its shipped checkpoint summarises, stored as the
+   * leader stored it at its own position (an empty log only). Later entries chain to it.
+   */
+  async seed(bytes: Uint8Array, group_id = 0): Promise<number> {
+    if (this.head_.position !== 0 || this.firstPosition() !== 0) throw new Error('only an empty log can be seeded');
+    const entry = decodeEntry(bytes, undefined);
+    if ((entry.op === LogOp.group) !== group_id > 0) throw new RangeError('a group entry, and only one, carries a group id');
+    return this.write(entry.position, entry.epoch, Buffer.from(bytes), group_id);
+  }
+
   /** Stored entries from `from`, at most `limit`, exactly as stored (what a leader ships). */
   readStored(from: number, limit: number): Uint8Array[] {
     const out: Uint8Array[] = [];

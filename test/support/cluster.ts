@@ -109,7 +109,16 @@ export interface TestCluster {
   stop(): Promise<void>;
 }
 
-export async function startCluster(options: { names?: string[]; shards: number; min_insync?: number; lag_max_ms?: number; /** default: every name */ start?: string[] }): Promise<TestCluster> {
+export async function startCluster(options: {
+  names?: string[];
+  shards: number;
+  min_insync?: number;
+  lag_max_ms?: number;
+  /** default: every name */
+  start?: string[];
+  /** More environment for every center (tuning such as KEEL_CHECKPOINT_ENTRIES). */
+  env?: Record<string, string>;
+}): Promise<TestCluster> {
   const names = options.names ?? ['a', 'b', 'c'];
   const etcd = await startEtcd();
   const dir = mkdtempSync(join(tmpdir(), 'keel-cluster-'));
@@ -167,7 +176,7 @@ export async function startCluster(options: { names?: string[]; shards: number; 
         '--center', n, '--etcd', `http://${etcd.endpoint}`, '--peers', peers, '--cluster', name,
         '--replication-port', String(c.replication_port), '--min-insync', String(options.min_insync ?? 2), '--lease-ttl', '2',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KEEL_CLUSTER_SECRET: CLUSTER_SECRET, KEEL_LOG_LEVEL: 'info', KEEL_REPLICA_LAG_MAX_MS: String(options.lag_max_ms ?? 1500) } },
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KEEL_CLUSTER_SECRET: CLUSTER_SECRET, KEEL_LOG_LEVEL: 'info', KEEL_REPLICA_LAG_MAX_MS: String(options.lag_max_ms ?? 1500), ...options.env } },
     );
     c.child = child;
     c.stdout = '';
