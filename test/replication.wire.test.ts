@@ -53,7 +53,8 @@ t.test('the replication port refuses what is not a well-formed peer, and serves 
   const newer = await exchange(port, [hello({ epoch: 1_000 })]);
   t.same(newer.messages.map((m) => m.code), ['stale_epoch'], 'a peer that knows a newer epoch: the leader is stale');
   const huge = await exchange(port, [Buffer.alloc((4 << 20) + 1)]);
-  t.equal(huge.close, 1009, 'a frame over 4 MiB: closed 1009');
+  // 1009 when the close frame arrives; 1006 when the server drops the socket while the client still sends.
+  t.ok(huge.close === 1009 || huge.close === 1006, `a frame over 4 MiB: the connection is closed (${huge.close})`);
   await cluster.waitLeader();
 
   // A well-formed peer: welcomed from an empty log; nonsense acks are ignored; a forwarded write runs once.

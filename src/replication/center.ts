@@ -47,6 +47,8 @@ export interface CenterOptions {
   engine: Omit<EngineOptions, 'replication'>;
   cluster: ClusterOptions;
   on_event?: (event: string, fields: Record<string, unknown>) => void;
+  /** How long a start keeps trying to reach etcd before it gives up. Default 60 s. */
+  join_timeout_ms?: number;
   /** The center cannot go on (storage failed, etcd state malformed): exit and restart it. */
   on_fatal: (message: string) => void;
 }
@@ -113,18 +115,29 @@ export class Center {
     if (!Number.isInteger(cluster.min_insync) || cluster.min_insync < 1 || cluster.min_insync > members.length) {
       throw new RangeError(`min in-sync must be between 1 and the number of centers (${members.length})`);
     }
-    const coordinator = await Coordinator.open({ endpoints: cluster.etcd_endpoints, cluster: cluster.cluster, center: cluster.center, lease_ttl_s: cluster.lease_ttl_s });
+    // etcd may be starting, or slow for a moment: a center keeps trying to join for a while.
+    const deadline = performance.now() + (options.join_timeout_ms ?? 60_000);
+    let coordinator: Coordinator;
     let state: GroupState;
-    try {
-      const created = await coordinator.initialize(GROUP, members, cluster.min_insync);
-      if (created.state === null) throw new Error('the cluster state in etcd could not be read');
-      state = created.state;
-      if (!state.isr.every((m) => members.includes(m))) {
-        throw new Error(`etcd names centers ${state.isr.join(', ')} in sync, not all of them configured here (${members.join(', ')}); check --peer`);
+    for (let attempt = 1; ; attempt++) {
+      let opened: Coordinator | null = null;
+      try {
+        opened = await Coordinator.open({ endpoints: cluster.etcd_endpoints, cluster: cluster.cluster, center: cluster.center, lease_ttl_s: cluster.lease_ttl_s });
+        const created = await opened.initialize(GROUP, members, cluster.min_insync);
+        if (created.state === null) throw new Error('the cluster state in etcd could not be read');
+        state = created.state;
+        coordinator = opened;
+        break;
+      } catch (error) {
+        opened?.abandon();
+        if (performance.now() > deadline) throw new Error(`cannot join the cluster through etcd ${cluster.etcd_endpoints.join(',')}: ${(error as Error).message}`);
+        options.on_event?.('waiting for etcd', { center: cluster.center, attempt, error: (error as Error).message });
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 100 * attempt)));
       }
-    } catch (error) {
+    }
+    if (!state.isr.every((m) => members.includes(m))) {
       coordinator.abandon();
-      throw error;
+      throw new Error(`etcd names centers ${state.isr.join(', ')} in sync, not all of them configured here (${members.join(', ')}); check --peers`);
     }
     const server = createServer((_, response) => response.writeHead(426).end('replication speaks WebSocket\n'));
     // What followers send is small (hello, acks, forwarded writes of one request): a small bound.

@@ -126,7 +126,14 @@ export class Coordinator {
     const now_ms = options.now_ms ?? (() => performance.now());
     const before_grant = now_ms();
     const lease = client.lease(options.lease_ttl_s);
-    const lease_id = await lease.grant();
+    let lease_id: string;
+    try {
+      lease_id = await lease.grant();
+    } catch (error) {
+      lease.release();
+      client.close();
+      throw error;
+    }
     return new Coordinator(options, client, lease, lease_id, before_grant);
   }
 

@@ -221,7 +221,7 @@ export async function startCluster(options: {
     },
     state,
     async waitLeader(wait = {}) {
-      const deadline = Date.now() + (wait.timeout_ms ?? 30_000);
+      const deadline = Date.now() + (wait.timeout_ms ?? 60_000);
       for (;;) {
         try {
           const s = await state();
@@ -233,7 +233,7 @@ export async function startCluster(options: {
         } catch {
           // not yet
         }
-        if (Date.now() > deadline) throw new Error(`no leader within ${wait.timeout_ms ?? 30_000} ms; logs:\n${centers.map((c) => `${c.name}: ${c.stderr.slice(-1500)}`).join('\n')}`);
+        if (Date.now() > deadline) throw new Error(`no leader within ${wait.timeout_ms ?? 60_000} ms; logs:\n${centers.map((c) => `${c.name}: ${c.stderr.slice(-1500)}`).join('\n')}`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     },
