@@ -118,3 +118,14 @@ t.test('many concurrent calls', async (t) => {
   const [acc] = await client.lookupAccounts([100n]);
   t.equal(acc.debits_posted, 5000n);
 });
+
+t.test('alternates: a center that does not answer is passed over, at connect and on reconnect', async (t) => {
+  // A port nobody listens on: connecting there fails at once.
+  const dead = 'ws://127.0.0.1:9/v1';
+  const other = await connect({ url: dead, alternates: [gateway.address.url], token: created.value.token, reconnect: false });
+  t.teardown(() => other.close());
+  t.equal(other.state, 'open', 'connected to the first center that answered');
+  t.ok((await other.lookupAccounts([1n])).length >= 0, 'and it serves');
+  await t.rejects(connect({ url: dead, alternates: [dead], token: created.value.token, reconnect: false }), { code: 'connection_failed' }, 'none answers: connection_failed');
+  await t.rejects(connect({ url: gateway.address.url, alternates: [dead], token: 'keel_wrong', reconnect: false }), { code: 'unauthorized' }, 'unauthorized is final, not passed over');
+});

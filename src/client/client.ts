@@ -25,6 +25,12 @@ import { Session } from './session.ts';
 export interface ConnectOptions {
   /** `ws://HOST:PORT/v1`. */
   url: string;
+  /**
+   * Other centers of the same cluster (docs/replication.md): any center accepts any request. The
+   * first connection tries `url`, then these in turn; after a lost connection each reconnection
+   * attempt moves to the next one, so a client survives the loss of a center.
+   */
+  alternates?: string[];
   token: string;
   /** Sent as `client` in hello, for the server's logs. */
   client_name?: string;
@@ -85,10 +91,17 @@ export async function connect(options: ConnectOptions): Promise<KeelClient> {
     timeout_ms,
     heartbeat_ms: options.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS,
   };
-  const session = await Session.open(session_options);
+  const urls = [options.url, ...(options.alternates ?? [])];
+  let session: Session | KeelError = new KeelError('connection_failed', 'no url to connect to');
+  let url_index = 0;
+  for (; url_index < urls.length; url_index++) {
+    session = await Session.open({ ...session_options, url: urls[url_index] });
+    if (!(session instanceof KeelError) || session.code === 'unauthorized') break;
+  }
   if (session instanceof KeelError) throw session;
   const dispatcher = new Dispatcher(session, {
-    session: session_options,
+    session: { ...session_options, url: urls[url_index] },
+    urls,
     timeout_ms,
     max_batch_events: Math.max(1, options.max_batch_events ?? Number.POSITIVE_INFINITY),
     max_queued_requests: Math.max(0, options.max_queued_requests ?? DEFAULT_MAX_QUEUED),

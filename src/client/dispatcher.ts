@@ -18,6 +18,8 @@ export type ClientState = 'open' | 'reconnecting' | 'closed';
 
 export interface DispatcherOptions {
   session: SessionOptions;
+  /** Every center to (re)connect to, in turn; `session.url` is the one connected first. */
+  urls?: string[];
   /** Default per-call timeout. */
   timeout_ms: number;
   /** Cap on events per create request below the server's `events_per_request`. */
@@ -334,6 +336,9 @@ export class Dispatcher {
   }
 
   private async reconnect(backoff: Backoff): Promise<void> {
+    // With several centers, each attempt tries the next one.
+    const urls = this.options.urls ?? [];
+    if (urls.length > 1) this.options.session = { ...this.options.session, url: urls[(urls.indexOf(this.options.session.url) + 1) % urls.length] };
     const session = await Session.open(this.options.session);
     if (this.state_ === 'closed') {
       if (!(session instanceof KeelError)) session.close();

@@ -17,6 +17,8 @@ import type { Transfer } from '../ledger/types.ts';
 
 export interface FeedOptions {
   url: string;
+  /** Other centers of the same cluster: each resubscription after a failure tries the next (cursors mean the same on every center). */
+  alternates?: string[];
   token: string;
   /** Omitted: from the oldest retained transfer; 'latest'; or a cursor from an earlier batch. */
   from?: string;
@@ -92,9 +94,13 @@ export class FeedSubscription implements AsyncIterableIterator<FeedBatch> {
     waiter?.resolve({ value: undefined, done: true });
   }
 
+  /** Index into [url, ...alternates] of the center to subscribe at next. */
+  private url_index = 0;
+
   private async connect(): Promise<void> {
+    const urls = [this.options.url, ...(this.options.alternates ?? [])];
     const session = await Session.open({
-      url: this.options.url,
+      url: urls[this.url_index % urls.length],
       token: this.options.token,
       client_name: this.options.client_name,
       timeout_ms: this.options.timeout_ms ?? 30_000,
@@ -183,6 +189,7 @@ export class FeedSubscription implements AsyncIterableIterator<FeedBatch> {
     }
     const backoff = backoffOf(this.options.reconnect);
     this.attempts++;
+    this.url_index++;
     if (this.attempts > backoff.max_attempts) {
       this.fail(new KeelError(error.code, `gave up resubscribing after ${this.attempts - 1} attempts: ${error.message}`));
       return;
