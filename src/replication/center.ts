@@ -305,9 +305,10 @@ export class Center {
         });
         this.leader = leader;
         let in_place = promotable;
+        let cut_entries = 0;
         if (promotable) {
           try {
-            await this.engine!.promote(epoch);
+            cut_entries = (await this.engine!.promote(epoch)).cut_entries;
           } catch (error) {
             in_place = false;
             this.event('promotion in place failed; reopening', { error: (error as Error).message });
@@ -317,10 +318,12 @@ export class Center {
         } else {
           await this.openEngine('leader', epoch);
         }
-        leader.attach(this.engine!);
+        const engine = this.engine!;
+        const groups = await Promise.all(Array.from({ length: this.shard_count }, (_, shard) => engine.groupPositions(shard, engine.committed(shard) + 1)));
+        leader.attach(engine, groups);
         this.stats.failovers++;
         this.stats.last_takeover_ms = performance.now() - started;
-        this.event('leading', { epoch, isr: this.state.isr, in_place, ready_ms: Math.round(this.stats.last_takeover_ms) });
+        this.event('leading', { epoch, isr: this.state.isr, in_place, cut_entries, ready_ms: Math.round(this.stats.last_takeover_ms) });
       } else {
         await this.openEngine('follower', 1);
       }

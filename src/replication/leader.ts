@@ -9,7 +9,8 @@ import type { Engine } from '../shard/engine.ts';
 import type { LogHeadWire } from '../shard/messages.ts';
 import type { Coordinator, GroupState } from './coordinator.ts';
 import { encodeMessage, type LeaderMessage } from './wire.ts';
-import { entryHeader } from '../storage/log.ts';
+import { ENTRY_HEADER_BYTES, LogOp, entryHeader } from '../storage/log.ts';
+import { groupEntryHeader } from '../shard/group.ts';
 
 export interface LeaderOptions {
   coordinator: Coordinator;
@@ -67,6 +68,9 @@ export class ReplicaLeader {
   /** Per shard: the log head when the engine opened (entries from before this leadership). */
   private attach_head: number[] = [];
   private isr_change: Promise<void> | null = null;
+  /** Per shard: [position, gid] of group entries whose group is not yet known held whole, in order. */
+  private readonly group_entries: Array<Array<[number, number]>>;
+  private readonly group_positions = new Map<number, { participants: number[]; at: Map<number, number>; listed: number }>();
   /**
    * A center being added to the in-sync set: from the moment the change is sent to etcd, commit
    * counts it too (Kafka's "maximal ISR"), since etcd may already name it in sync, and so it may
@@ -89,6 +93,7 @@ export class ReplicaLeader {
     this.recent = Array.from({ length: n }, () => ({ first: 1, entries: [], bytes: 0 }));
     this.commit = new Array<number>(n).fill(0);
     this.marks = Array.from({ length: n }, () => []);
+    this.group_entries = Array.from({ length: n }, () => []);
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
   }
@@ -98,7 +103,11 @@ export class ReplicaLeader {
   }
 
   /** The engine this leadership serves with (started after the leader object, see Center). */
-  attach(engine: Engine): void {
+  attach(engine: Engine, groups: Array<Array<[number, number, number[]]>> = []): void {
+    // Group entries already in the log past its commit position: tracked like shipped ones.
+    groups.forEach((list, shard) => {
+      for (const [gid, position, participants] of list) this.noteGroup(shard, position, gid, participants);
+    });
     this.engine = engine;
     // Followers are measured from here: they could not connect while the engine opened.
     this.since_ms = performance.now();
@@ -128,9 +137,14 @@ export class ReplicaLeader {
       recent.entries = [];
       recent.bytes = 0;
     }
-    for (const bytes of entries) {
+    for (let k = 0; k < entries.length; k++) {
+      const bytes = entries[k];
       recent.entries.push(bytes);
       recent.bytes += bytes.byteLength;
+      if (bytes[6] === LogOp.group) {
+        const { gid, participants } = groupEntryHeader(bytes.subarray(ENTRY_HEADER_BYTES));
+        this.noteGroup(shard, first + k, gid, participants);
+      }
     }
     let drop = 0;
     while (recent.entries.length - drop > 1 && (recent.entries.length - drop > RECENT_ENTRIES_MAX || recent.bytes > RECENT_BYTES_MAX)) recent.bytes -= recent.entries[drop++].byteLength;
@@ -278,23 +292,56 @@ export class ReplicaLeader {
     return recent.entries.slice(at, at + SHIP_ENTRIES_MAX);
   }
 
-  /** Commit = what every in-sync member holds; replies leave only while this center may lead. */
-  private recomputeCommit(shard: number): void {
-    if (this.stopped || this.engine === null) return;
-    if (this.isr.size < this.min_isr) return;
+  /** What every in-sync member (and one joining) holds durably of shard `shard`. */
+  private heldEverywhere(shard: number): number {
     let position = this.durable[shard];
     for (const member of this.joining === null ? this.isr : [...this.isr, this.joining]) {
       if (member === this.self) continue;
       const acked = this.acked.get(member);
       position = Math.min(position, acked === undefined ? 0 : acked[shard]);
     }
-    if (position <= this.commit[shard]) return;
+    return position;
+  }
+
+  /**
+   * Commit = what every in-sync member holds, except that a shard's commit stops just before a
+   * cross-shard group entry until every participant's entry for that group is held by every
+   * in-sync member too: so whichever in-sync center takes over has either the whole group or a
+   * tail it may cut (Engine.promote). Replies leave only while this center may lead.
+   */
+  private recomputeCommit(_shard?: number): void {
+    if (this.stopped || this.engine === null) return;
+    if (this.isr.size < this.min_isr) return;
+    const held = this.durable.map((_, shard) => this.heldEverywhere(shard));
+    const advanced: number[] = [];
+    for (let shard = 0; shard < held.length; shard++) {
+      let position = held[shard];
+      const waiting = this.group_entries[shard];
+      while (waiting.length > 0 && waiting[0][0] <= position) {
+        const [at, gid] = waiting[0];
+        const group = this.group_positions.get(gid)!;
+        const whole = group.participants.every((t) => {
+          const p = group.at.get(t);
+          return p !== undefined && p <= held[t];
+        });
+        if (!whole) {
+          position = at - 1;
+          break;
+        }
+        waiting.shift();
+        if (--group.listed === 0 && group.at.size === group.participants.length) this.group_positions.delete(gid);
+      }
+      if (position > this.commit[shard]) advanced.push(shard), (held[shard] = position);
+    }
+    if (advanced.length === 0) return;
     if (!this.options.coordinator.mayLead()) {
       this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
       return;
     }
-    this.commit[shard] = position;
-    this.engine.setCommitted(shard, position);
+    for (const shard of advanced) {
+      this.commit[shard] = held[shard];
+      this.engine.setCommitted(shard, held[shard]);
+    }
     if (!this.commit_broadcast_scheduled) {
       this.commit_broadcast_scheduled = true;
       setImmediate(() => {
@@ -302,6 +349,21 @@ export class ReplicaLeader {
         for (const link of this.links.values()) this.send(link, { t: 'commit', commit: [...this.commit] });
       });
     }
+  }
+
+  /** A cross-shard group entry of `shard` at `position` (from what is shipped, or the log at attach). */
+  private noteGroup(shard: number, position: number, gid: number, participants: number[]): void {
+    let group = this.group_positions.get(gid);
+    if (group === undefined) {
+      group = { participants, at: new Map(), listed: 0 };
+      this.group_positions.set(gid, group);
+    }
+    if (group.at.has(shard)) return;
+    group.at.set(shard, position);
+    group.listed++;
+    const waiting = this.group_entries[shard];
+    waiting.push([position, gid]);
+    if (waiting.length > 1 && waiting[waiting.length - 2][0] > position) waiting.sort((a, b) => a[0] - b[0]);
   }
 
   /**

@@ -246,8 +246,10 @@ export class Engine {
    * start from the shards as they stand, and groups some shards logged and others not are rolled
    * forward (as at a start). Writes are accepted once it resolves.
    */
-  async promote(epoch: number): Promise<void> {
+  async promote(epoch: number): Promise<{ cut_entries: number }> {
     if (this.role !== 'follower') throw new Error('only a follower is promoted');
+    this.started = false;
+    const cut_entries = await this.cutPartialGroups();
     const promoted = await Promise.all(this.handles.map((handle) => handle.promote(epoch)));
     this.filters = promoted.map((p) => p.filter);
     promoted.forEach((p, shard) => {
@@ -256,6 +258,49 @@ export class Engine {
     });
     this.role = 'leader';
     await this.rollForward(promoted.map((p) => p.last_gid));
+    this.started = true;
+    for (const [shard, kind] of this.early_due) this.onDue(shard, kind);
+    this.early_due.length = 0;
+    return { cut_entries };
+  }
+
+  /**
+   * Before a follower leads: a cross-shard group in the uncommitted tail of some of its shards
+   * but missing from another participant was never acknowledged (a leader commits a shard past a
+   * group entry only once every participant's entry is held by every in-sync center), and the
+   * entries after it on those shards were not either. It cannot be redone here (the shard that
+   * lacks it also lacks what came before it), so it is cut away, with everything after it, and
+   * so is any group that loses one of its entries that way.
+   */
+  private async cutPartialGroups(): Promise<number> {
+    if (this.handles.length === 1) return 0;
+    const tails = await Promise.all(this.handles.map((handle) => handle.groupPositions(0)));
+    const position = tails.map((tail) => new Map(tail.groups.map(([gid, at]) => [gid, at])));
+    const participants = new Map<number, number[]>();
+    for (const tail of tails) for (const [gid, , shards] of tail.groups) participants.set(gid, shards);
+    const cut = tails.map(() => Number.POSITIVE_INFINITY);
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const [gid, shards] of participants) {
+        const whole = shards.every((s) => gid <= tails[s].last_gid || (position[s].get(gid) ?? Number.POSITIVE_INFINITY) < cut[s]);
+        if (whole) continue;
+        for (const s of shards) {
+          const at = position[s].get(gid);
+          if (at !== undefined && at < cut[s]) {
+            cut[s] = at;
+            changed = true;
+          }
+        }
+      }
+    }
+    let removed = 0;
+    for (let shard = 0; shard < cut.length; shard++) if (Number.isFinite(cut[shard])) removed += await this.handles[shard].cutTail(cut[shard]);
+    return removed;
+  }
+
+  /** [gid, position, participants] of shard `shard`'s group entries from position `from`. */
+  async groupPositions(shard: number, from: number): Promise<Array<[number, number, number[]]>> {
+    return (await this.handles[shard].groupPositions(from)).groups;
   }
 
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
@@ -324,11 +369,12 @@ export class Engine {
   }
 
   private onDue(shard: number, kind: 'local' | 'foreign'): void {
-    if (this.follower) return; // the leader's pulses arrive in its log
+    // Starting or being promoted: pulses wait for roll-forward and the sequencer.
     if (!this.started) {
       this.early_due.push([shard, kind]);
       return;
     }
+    if (this.follower) return; // the leader's pulses arrive in its log
     if (kind === 'local') this.runPulse(shard);
     else this.runForeignPulse();
   }

@@ -299,6 +299,15 @@ export function encodeGroupEntry(entry: GroupEntry): Uint8Array {
   return out;
 }
 
+/** A group entry's id and participants, read from its head alone (replication tracks these). */
+export function groupEntryHeader(bytes: Uint8Array): { gid: number; participants: number[] } {
+  const view = viewOf(bytes);
+  const n = view.getUint8(9);
+  const participants: number[] = [];
+  for (let i = 0; i < n; i++) participants.push(view.getUint8(24 + i));
+  return { gid: Number(view.getBigUint64(0, true)), participants };
+}
+
 export function decodeGroupEntry(bytes: Uint8Array): GroupEntry {
   const view = viewOf(bytes);
   const n = view.getUint8(9);

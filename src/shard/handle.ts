@@ -147,6 +147,8 @@ export class ShardHandle {
           case 'promoted':
           case 'durable_head':
           case 'snapshot':
+          case 'group_positions':
+          case 'cut_tail':
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
@@ -277,6 +279,24 @@ export class ShardHandle {
       if (message.type !== 'stored') throw new Error('unexpected reply');
       if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
       return message.entries;
+    });
+  }
+
+  /** [gid, position, participants] of group entries from `from` (0: past the commit position), with the commit position and the last group applied. */
+  groupPositions(from: number): Promise<{ groups: Array<[number, number, number[]]>; committed: number; last_gid: number }> {
+    return this.control({ type: 'group_positions', request: 0, from }).then((message) => {
+      if (message.type !== 'group_positions') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
+      return { groups: message.groups, committed: message.committed, last_gid: message.last_gid };
+    });
+  }
+
+  /** Drops this follower's unapplied log from `from` on; resolves with how many entries went. */
+  cutTail(from: number): Promise<number> {
+    return this.control({ type: 'cut_tail', request: 0, from }).then((message) => {
+      if (message.type !== 'cut_tail') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
+      if (message.error !== undefined) throw new Error(`shard ${this.index} could not cut its log: ${message.error}`);
+      return message.removed;
     });
   }
 

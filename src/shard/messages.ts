@@ -120,6 +120,10 @@ export type ToWorker =
   | { type: 'stored'; request: number; from: number; limit: number }
   /** Copy the last checkpoint into the empty directory `dir` (a replica rebuilds from it). */
   | { type: 'snapshot'; request: number; dir: string }
+  /** Cross-shard group entries at or after `from` (0: the shard's own commit position + 1). */
+  | { type: 'group_positions'; request: number; from: number }
+  /** A follower about to lead drops its unapplied log from `from` on (Shard.cutTail). */
+  | { type: 'cut_tail'; request: number; from: number }
   /** A follower's shard becomes the leader's in place (Shard.promote). */
   | { type: 'promote'; request: number; epoch: number }
   /** Where a replica whose head is (position, epoch, checksum) agrees with this log (-1: this log no longer reaches back there). */
@@ -149,6 +153,8 @@ export type FromWorker =
   | { type: 'replica_refused'; code: string; message: string; tag: number }
   | { type: 'durable_head'; request: number; head: LogHeadWire; error?: string }
   | { type: 'snapshot'; request: number; error?: string }
+  | { type: 'group_positions'; request: number; groups: Array<[number, number, number[]]>; committed: number; last_gid: number; error?: string }
+  | { type: 'cut_tail'; request: number; removed: number; error?: string }
   | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
   | { type: 'agree'; request: number; agree: number; head: number; error?: string }
   | { type: 'promoted'; request: number; last_gid: number; last_timestamp: bigint; filter: IdFilterJson; log_head: LogHeadWire; error?: string }

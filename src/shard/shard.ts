@@ -29,6 +29,7 @@ import { wallClock, type WallClock } from './clock.ts';
 import {
   buildReadSet,
   decodeGroupEntry,
+  groupEntryHeader,
   encodeGroupEntry,
   executeGroup,
   firstEventTimestamp,
@@ -500,6 +501,37 @@ export class Shard {
   snapshot(dir: string): Promise<void> {
     this.assertServing();
     return this.checkpoints.backup(dir);
+  }
+
+  /**
+   * Replication: [group id, position, participants] of this shard's cross-shard group entries at
+   * or after `from` (read from the log's group index).
+   */
+  groupPositions(from: number): Array<[number, number, number[]]> {
+    return this.log.groupPositionsFrom(from).map(([gid, position]) => {
+      const entry = this.log.entryAt(position);
+      if (entry === null) throw new CorruptLogError(position, `group ${gid} is indexed here but the entry is missing`);
+      return [gid, position, groupEntryHeader(entry.body).participants];
+    });
+  }
+
+  /** Replication: the highest position known committed here. */
+  get committed(): number {
+    return this.committed_position;
+  }
+
+  /**
+   * A follower about to lead cuts its log from `from` on: entries it appended but never applied
+   * (never committed), which it must not lead with (a cross-shard group that some of its shards
+   * lack). Returns how many entries went.
+   */
+  async cutTail(from: number): Promise<number> {
+    this.assertServing();
+    assert(from > this.committed_position && from > this.appliedHead().position, 'only an unapplied, uncommitted tail is cut');
+    await this.last_append.catch(() => undefined);
+    const removed = await this.log.truncateFrom(from);
+    while (this.unapplied.length > 0 && this.unapplied[this.unapplied.length - 1].position >= from) this.unapplied.pop();
+    return removed;
   }
 
   /** The last position of this log agreeing with a replica that last appended in `epoch`. */

@@ -469,6 +469,25 @@ port.on('message', (message: ToWorker) => {
     }
   } else if (message.type === 'replica_append') {
     replicaAppend(message.entries, message.tag);
+  } else if (message.type === 'group_positions') {
+    try {
+      const from = message.from > 0 ? message.from : shard.committed + 1;
+      post({ type: 'group_positions', request: message.request, groups: shard.groupPositions(from), committed: shard.committed, last_gid: shard.last_gid });
+    } catch (error) {
+      post({ type: 'group_positions', request: message.request, groups: [], committed: 0, last_gid: 0, error: error instanceof Error ? error.message : String(error) });
+    }
+  } else if (message.type === 'cut_tail') {
+    const request = message.request;
+    let cut: Promise<number>;
+    try {
+      cut = shard.cutTail(message.from);
+    } catch (error) {
+      cut = Promise.reject(error);
+    }
+    cut.then(
+      (removed) => post({ type: 'cut_tail', request, removed }),
+      (error: unknown) => post({ type: 'cut_tail', request, removed: 0, error: error instanceof Error ? error.message : String(error) }),
+    );
   } else if (message.type === 'snapshot') {
     const request = message.request;
     let copied: Promise<void>;

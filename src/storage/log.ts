@@ -332,6 +332,19 @@ export class LogStore {
     return problem === null ? null : { ...problem, entries_after: after };
   }
 
+  /** [group id, position] of the cross-shard group entries at or after `position`, by position. */
+  groupPositionsFrom(position: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (const { key, value } of this.groups.getRange({})) if (value >= position) out.push([key, value]);
+    return out.sort((a, b) => a[1] - b[1]);
+  }
+
+  /** The stored entry at `position`, verified on its own, or null. */
+  entryAt(position: number): LogEntry | null {
+    const bytes = this.entries.get(position);
+    return bytes === undefined ? null : decodeEntry(bytes, undefined);
+  }
+
   /** Ids of the cross-shard groups whose entries are at or after `position`. */
   groupsFrom(position: number): number[] {
     const out: number[] = [];
