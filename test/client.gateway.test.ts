@@ -127,5 +127,16 @@ t.test('alternates: a center that does not answer is passed over, at connect and
   t.equal(other.state, 'open', 'connected to the first center that answered');
   t.ok((await other.lookupAccounts([1n])).length >= 0, 'and it serves');
   await t.rejects(connect({ url: dead, alternates: [dead], token: created.value.token, reconnect: false }), { code: 'connection_failed' }, 'none answers: connection_failed');
-  await t.rejects(connect({ url: gateway.address.url, alternates: [dead], token: 'keel_wrong', reconnect: false }), { code: 'unauthorized' }, 'unauthorized is final, not passed over');
+  await t.rejects(connect({ url: gateway.address.url, alternates: [dead], token: 'keel_wrong', reconnect: false }), { code: 'unauthorized' }, 'no center accepts the token: unauthorized');
+  // Tokens live per center: one that does not know this token is passed over for one that does.
+  const elsewhere = mkdtempSync(join(tmpdir(), 'keel-client-other-'));
+  t.teardown(() => rmSync(elsewhere, { recursive: true, force: true }));
+  const other_tokens = TokenStore.open(elsewhere);
+  if (!other_tokens.ok) throw new Error(other_tokens.message);
+  other_tokens.value.create('someone-else', ['ledger:read']);
+  const stranger = await startGateway({ engine, tokens: other_tokens.value, port: 0 });
+  t.teardown(() => stranger.close());
+  const passed = await connect({ url: stranger.address.url, alternates: [gateway.address.url], token: created.value.token, reconnect: false });
+  t.equal(passed.state, 'open', 'a center that refuses the token is passed over');
+  await passed.close();
 });

@@ -421,6 +421,24 @@ t.test('reconnect after a drop resends in-flight requests with the same events',
   ]);
 });
 
+t.test('an error answering a resent request leaves its outcome unknown (the first send may have been applied)', async (t) => {
+  let sends = 0;
+  const { client } = await setup(t, { reconnect: { initial_delay_ms: 10, max_delay_ms: 50 } }, (s) => {
+    s.handler = (frame, reply) => {
+      sends++;
+      if (sends === 1) {
+        frame.ws.terminate(); // maybe applied; the reply is lost
+        return;
+      }
+      reply({ error: 'busy', message: 'queue full' }); // busy alone would mean: not applied
+    };
+  });
+  const failed = await client.createTransfers([tr(1n)]).catch((e: unknown) => e as KeelError);
+  t.equal(sends, 2, 'sent again after the reconnect');
+  t.ok(failed instanceof KeelError && failed.code === 'busy', 'the resend was answered busy');
+  t.equal((failed as KeelError).outcome_unknown, true, 'yet the outcome is unknown: the first send may have been applied');
+});
+
 t.test('reconnect keeps queued calls while the server is away', async (t) => {
   const { server, client } = await setup(t, { reconnect: { initial_delay_ms: 20, max_delay_ms: 40 } });
   // The server goes away (and refuses connections) for a while, then comes back on the same port.

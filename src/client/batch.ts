@@ -59,6 +59,8 @@ export class Request {
   sealed = false;
   /** Sent on some connection: its outcome is unknown until answered. */
   sent_once = false;
+  /** Sent more than once (resent after a reconnect, maybe to another center). */
+  resent = false;
   /** The id of the current send, while in flight. */
   id = -1;
   /** Events sent, for checking the reply (timed-out calls stay in the frame). */

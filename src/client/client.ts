@@ -93,12 +93,15 @@ export async function connect(options: ConnectOptions): Promise<KeelClient> {
   };
   const urls = [options.url, ...(options.alternates ?? [])];
   let session: Session | KeelError = new KeelError('connection_failed', 'no url to connect to');
+  let refused: KeelError | null = null;
   let url_index = 0;
   for (; url_index < urls.length; url_index++) {
     session = await Session.open({ ...session_options, url: urls[url_index] });
-    if (!(session instanceof KeelError) || session.code === 'unauthorized') break;
+    if (!(session instanceof KeelError)) break;
+    // Tokens live per center: one that refuses this token is passed over if another accepts it.
+    if (session.code === 'unauthorized') refused = session;
   }
-  if (session instanceof KeelError) throw session;
+  if (session instanceof KeelError) throw refused ?? session;
   const dispatcher = new Dispatcher(session, {
     session: { ...session_options, url: urls[url_index] },
     urls,

@@ -35,6 +35,8 @@ const U32_MAX = 0xffff_ffff;
 
 export class Dispatcher {
   private readonly options: DispatcherOptions;
+  /** Reconnection attempts refused `unauthorized` in a row. */
+  private refusals = 0;
   private readonly backoff: Backoff | undefined;
   private session: Session | undefined;
   private current_limits: Limits;
@@ -198,6 +200,7 @@ export class Dispatcher {
         continue;
       }
       request.id = id;
+      if (request.sent_once) request.resent = true;
       request.sent_once = true;
       request.sent_events = request.events;
       this.inflight.set(id, request);
@@ -256,7 +259,9 @@ export class Dispatcher {
     request.id = -1;
     this.schedulePump();
     if (reply.error !== undefined) {
-      const error = serverError(reply.error, reply.message, reply.field);
+      let error = serverError(reply.error, reply.message, reply.field);
+      // An error to a resend says nothing of an earlier send, which may have been applied.
+      if (request.resent && !error.outcome_unknown) error = new KeelError(error.code, error.message, { outcome_unknown: true, field: error.field });
       for (const call of request.calls) settle(call, error);
       return;
     }
@@ -346,7 +351,9 @@ export class Dispatcher {
     }
     if (session instanceof KeelError) {
       this.attempts++;
-      if (session.code === 'unauthorized') return this.fail(session);
+      // With several centers, the token is refused for good only when every one refused it in turn.
+      this.refusals = session.code === 'unauthorized' ? this.refusals + 1 : 0;
+      if (session.code === 'unauthorized' && this.refusals >= Math.max(1, urls.length)) return this.fail(session);
       if (this.attempts >= backoff.max_attempts) {
         const message = `gave up reconnecting after ${this.attempts} attempts: ${session.message}`;
         return this.fail(new KeelError('connection_closed', message));
@@ -355,6 +362,7 @@ export class Dispatcher {
       return;
     }
     this.attempts = 0;
+    this.refusals = 0;
     // State first: a session that ends at once is reported by `adopt` (back to 'reconnecting').
     this.setState('open', undefined);
     this.adopt(session);

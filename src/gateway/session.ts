@@ -482,11 +482,17 @@ export class Session {
           }
           const head = heads.heads[shard];
           if (positions[shard] > head) {
+            if (engine.waitForFeed !== undefined) {
+              // A center of a cluster that is behind the cursor's: another center can serve it.
+              fail(
+                'unavailable',
+                `cursor is ahead of this center's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}) and it did not catch up within ${FEED_CATCH_UP_MS} ms: retry here later or at another center`,
+              );
+              return;
+            }
             fail(
               'invalid_request',
-              engine.waitForFeed === undefined
-                ? `cursor is ahead of this engine's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}): it comes from another data directory`
-                : `cursor is ahead of this center's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}) and it did not catch up within ${FEED_CATCH_UP_MS} ms: it comes from another cluster, or this center is far behind (retry another)`,
+              `cursor is ahead of this engine's feed (shard ${shard} has ${head} transfers committed, the cursor says ${positions[shard]}): it comes from another data directory`,
               'from',
             );
             return;

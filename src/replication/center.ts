@@ -8,7 +8,7 @@
 // centers as a whole.
 
 import { createServer, type Server } from 'node:http';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Engine, type EngineOptions } from '../shard/engine.ts';
@@ -149,6 +149,10 @@ export class Center {
     const center = new Center(options, coordinator, server, wss, state);
     try {
       await center.openEngine('follower', 1);
+      // (The data directory is locked now.) Leftovers of a crash: checkpoint copies being sent
+      // or received; a rebuild starts over.
+      rmSync(join(options.engine.data_dir, SNAPSHOTS_DIR), { recursive: true, force: true });
+      rmSync(join(options.engine.data_dir, REBUILD_DIR), { recursive: true, force: true });
       center.role = 'follower';
       await center.check();
       center.poll = setInterval(() => void center.check(), POLL_MS);
@@ -398,18 +402,22 @@ export class Center {
       await this.closeEngine();
       const staging = join(this.options.engine.data_dir, REBUILD_DIR);
       for (const { shard, entry } of shards) {
-        const dir = join(this.options.engine.data_dir, `shard-${shard}`);
-        rmSync(join(dir, 'state'), { recursive: true, force: true });
-        rmSync(join(dir, 'log'), { recursive: true, force: true });
-        mkdirSync(dir, { recursive: true });
-        renameSync(join(staging, `shard-${shard}`, 'state'), join(dir, 'state'));
+        // The new shard is built whole beside the old one (state, and a log seeded with the
+        // entry the state summarises), then swapped in by renames. A crash between them leaves
+        // no shard directory: the shard starts empty, a valid (out of sync) follower.
+        const staged = join(staging, `shard-${shard}`);
         const parsed = decodeEntry(entry, undefined);
-        const log = LogStore.open({ path: join(dir, 'log') });
+        const log = LogStore.open({ path: join(staged, 'log') });
         try {
           await log.seed(entry, parsed.op === LogOp.group ? decodeGroupEntry(parsed.body).gid : 0);
         } finally {
           await log.close();
         }
+        const dir = join(this.options.engine.data_dir, `shard-${shard}`);
+        const old = join(staging, `shard-${shard}.old`);
+        if (existsSync(dir)) renameSync(dir, old);
+        renameSync(staged, dir);
+        rmSync(old, { recursive: true, force: true });
         this.event('rebuilt a shard from the leader\'s checkpoint', { shard, position: parsed.position });
       }
       rmSync(staging, { recursive: true, force: true });

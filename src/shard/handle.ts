@@ -418,6 +418,8 @@ export class ShardHandle {
     await this.worker.terminate();
     // Replies a leader held for a commit that will not come now: their outcome is unknown.
     this.held.length = 0;
+    for (const waiter of this.control_waiting.values()) waiter({ type: 'rolled', request: 0, error: `shard ${this.index} closed` });
+    this.control_waiting.clear();
     for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message: `shard ${this.index} closed before the request was committed; its outcome is unknown` });
     this.waiting.clear();
     this.events_in_flight = 0;
