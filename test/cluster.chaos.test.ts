@@ -22,7 +22,11 @@ t.test(`randomized faults (seed ${SEED})`, async (t) => {
   const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)];
   const between = (low: number, high: number): number => low + Math.floor(random() * (high - low));
   const cluster = await startCluster({ shards: SHARDS });
-  t.teardown(() => cluster.stop());
+  t.teardown(async () => {
+    // On failure, what each center did (its replication events), for the replay.
+    if (!t.passing()) for (const c of cluster.centers) t.comment(`${c.name}:\n${c.history.split('\n').slice(-60).join('\n')}`);
+    await cluster.stop();
+  });
   await cluster.waitLeader();
   const bank = new Bank(cluster, SEED);
   await bank.open();

@@ -161,3 +161,30 @@ t.test('a frozen leader stops claiming leadership before its successor exists', 
   t.ok(after_resume.length > 0, 'the child runs again');
   t.ok(after_resume.every((l) => l.endsWith(' 0')), 'and from its first check after resuming it claims nothing');
 });
+
+t.test('a center whose lease was lost gets a new one: it may take over again, but its old leadership stays over', async (t) => {
+  const a = await open('c5', 'a');
+  const b = await open('c5', 'b');
+  t.teardown(async () => {
+    await Promise.all([a.close(), b.close()]);
+  });
+  await a.initialize(0, ['a', 'b'], 1);
+  const generation = a.lease_generation;
+  t.ok((await a.takeOver(0)).ok, 'a leads');
+  // The lease is revoked behind a's back, as when etcd let it expire while a was frozen.
+  const { Etcd3 } = await import('etcd3');
+  const admin = new Etcd3({ hosts: `http://${etcd.endpoint}` });
+  t.teardown(() => admin.close());
+  const held = (await admin.get('/keel/c5/group/0/leader').exec()).kvs[0];
+  await admin.leaseClient.leaseRevoke({ ID: held.lease });
+  const deadline = Date.now() + 10_000;
+  while (a.lease_generation === generation && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.ok(a.lease_generation > generation, 'a noticed the loss and holds a new lease');
+  t.notOk(a.mayLead(generation), 'the leadership taken under the lost lease is over for good');
+  t.ok(a.mayLead(), 'the new lease is live');
+  t.equal(await a.liveLeader(0), null, 'the leader key went with the old lease');
+  const again = await a.takeOver(0);
+  t.ok(again.ok && again.state.epoch === 2, 'a may take over again, in a new epoch');
+  t.ok(a.mayLead(a.lease_generation), 'and leads under its new lease');
+  t.end();
+});

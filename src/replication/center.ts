@@ -229,12 +229,22 @@ export class Center {
       const live = await this.coordinator.liveLeader(GROUP);
       if (live === null) {
         if (!read.state.isr.includes(this.options.cluster.center)) return; // only an in-sync replica may lead
+        const generation = this.coordinator.lease_generation;
         const taken = await this.coordinator.takeOver(GROUP);
+        if (taken.ok && this.coordinator.lease_generation !== generation) {
+          // The lease was replaced while the takeover ran: its leadership went with the old one.
+          this.event('takeover refused', { reason: 'the lease was replaced during the takeover' });
+          return;
+        }
         if (taken.ok) {
           this.state = taken.state;
           this.epoch_known = taken.state.epoch;
+          this.lead_generation = generation;
           await this.become('leader', taken.state.epoch);
+        } else if (taken.reason !== this.last_refusal) {
+          this.event('takeover refused', { reason: taken.reason });
         }
+        this.last_refusal = taken.ok ? '' : taken.reason;
         return;
       }
       if (live === this.options.cluster.center) {
@@ -302,6 +312,7 @@ export class Center {
           coordinator: this.coordinator,
           group: GROUP,
           state: this.state,
+          generation: this.lead_generation,
           shard_count: this.options.engine.shards,
           lag_max_ms: this.options.cluster.lag_max_ms ?? 2_000,
           on_deposed: (reason) => this.stepDown(reason),
@@ -356,6 +367,10 @@ export class Center {
   }
 
   private stepping_down = false;
+  /** The lease generation the current leadership was taken under. */
+  private lead_generation = 0;
+  /** The last reason a takeover was refused (logged once per reason). */
+  private last_refusal = '';
 
   private reopen(role: 'follower'): void {
     void this.become(role, 1).then(() => this.check());

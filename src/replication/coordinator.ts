@@ -77,8 +77,8 @@ export type ChangeResult = { ok: true; state: GroupState } | { ok: false; reason
 export class Coordinator {
   readonly center: string;
   private readonly client: Etcd3;
-  private readonly lease: Lease;
-  private readonly lease_id: string;
+  private lease: Lease;
+  private lease_id: string;
   private readonly prefix: string;
   private readonly root: string;
   private readonly ttl_ms: number;
@@ -88,28 +88,85 @@ export class Coordinator {
   private readonly fired: number[] = [];
   private serving_until_ms: number;
   private lost = false;
+  private readonly ttl_s: number;
+  private generation = 1;
+  private renewing = false;
+  private closed = false;
+  private announced: CenterInfo | null = null;
 
   private constructor(options: CoordinatorOptions, client: Etcd3, lease: Lease, lease_id: string, granted_from_ms: number) {
     this.center = options.center;
     this.client = client;
     this.lease = lease;
     this.lease_id = lease_id;
+    this.ttl_s = options.lease_ttl_s;
     this.prefix = `/keel/${options.cluster}/group/`;
     this.root = `/keel/${options.cluster}/`;
     this.ttl_ms = options.lease_ttl_s * 1000;
     this.margin_ms = options.fence_margin_ms ?? 500;
     this.now_ms = options.now_ms ?? (() => performance.now());
     this.serving_until_ms = granted_from_ms + this.ttl_ms - this.margin_ms;
-    lease.on('keepaliveFired', () => this.fired.push(this.now_ms()));
+    this.watchLease(lease, this.generation);
+  }
+
+  private watchLease(lease: Lease, generation: number): void {
+    const current = (): boolean => generation === this.generation;
+    lease.on('keepaliveFired', () => current() && this.fired.push(this.now_ms()));
     lease.on('keepaliveSucceeded', () => {
+      if (!current()) return;
       const sent = this.fired.shift();
       if (sent !== undefined) this.serving_until_ms = Math.max(this.serving_until_ms, sent + this.ttl_ms - this.margin_ms);
     });
-    lease.on('keepaliveFailed', () => this.fired.shift());
+    lease.on('keepaliveFailed', () => current() && this.fired.shift());
     lease.on('lost', () => {
+      if (!current()) return;
       this.lost = true;
       this.serving_until_ms = 0;
+      // Whatever this lease held (leadership, the announcement) is gone with it. The center goes
+      // on with a new lease: it may lead again, but only by a new takeover (a new generation).
+      void this.renewLease();
     });
+  }
+
+  /** After a lost lease (frozen or cut off past its TTL): a new one, retried until it is granted. */
+  private async renewLease(): Promise<void> {
+    if (this.renewing || this.closed) return;
+    this.renewing = true;
+    try {
+      while (!this.closed) {
+        try {
+          const before = this.now_ms();
+          const lease = this.client.lease(this.ttl_s);
+          const id = await lease.grant();
+          if (this.closed) {
+            lease.release();
+            return;
+          }
+          this.generation++;
+          this.lease.release();
+          this.lease = lease;
+          this.lease_id = id;
+          this.fired.length = 0;
+          this.lost = false;
+          this.serving_until_ms = before + this.ttl_ms - this.margin_ms;
+          this.watchLease(lease, this.generation);
+          if (this.announced !== null) await this.announce(this.announced).catch(() => undefined);
+          return;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+      }
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /**
+   * Which lease this center holds: a leadership taken under one generation ends with it (a new
+   * lease after a lost one is a new generation, and leads only after a new takeover).
+   */
+  get lease_generation(): number {
+    return this.generation;
   }
 
   static async open(options: CoordinatorOptions): Promise<Coordinator> {
@@ -141,7 +198,8 @@ export class Coordinator {
    * Whether this center may still act as a leader: its lease cannot have expired yet. Check it
    * right before every acknowledgement.
    */
-  mayLead(): boolean {
+  mayLead(generation?: number): boolean {
+    if (generation !== undefined && generation !== this.generation) return false;
     return !this.lost && this.now_ms() < this.serving_until_ms;
   }
 
@@ -222,6 +280,7 @@ export class Coordinator {
    * lives exactly as long as the center does, so operators see which centers are alive.
    */
   async announce(info: CenterInfo): Promise<void> {
+    this.announced = info;
     await this.client.put(`${this.root}center/${this.center}`).value(JSON.stringify(info)).lease(this.lease_id).exec();
   }
 
@@ -247,6 +306,7 @@ export class Coordinator {
 
   /** Resigns every leadership (revokes the lease: followers may take over at once) and disconnects. */
   async close(): Promise<void> {
+    this.closed = true;
     this.serving_until_ms = 0;
     try {
       await this.lease.revoke();
@@ -258,6 +318,7 @@ export class Coordinator {
 
   /** Disconnects without revoking: the lease expires within its TTL, as after a crash (tests). */
   abandon(): void {
+    this.closed = true;
     this.serving_until_ms = 0;
     this.lease.release();
     this.client.close();

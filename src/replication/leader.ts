@@ -17,6 +17,8 @@ export interface LeaderOptions {
   /** The partition group led (the whole engine: docs/replication.md). */
   group: number;
   state: GroupState;
+  /** The coordinator's lease generation the leadership was taken under (it ends with that lease). */
+  generation: number;
   shard_count: number;
   /** A follower behind (or away) this long leaves the in-sync set. */
   lag_max_ms: number;
@@ -334,7 +336,7 @@ export class ReplicaLeader {
       if (position > this.commit[shard]) advanced.push(shard), (held[shard] = position);
     }
     if (advanced.length === 0) return;
-    if (!this.options.coordinator.mayLead()) {
+    if (!this.options.coordinator.mayLead(this.options.generation)) {
       this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
       return;
     }
@@ -401,7 +403,7 @@ export class ReplicaLeader {
 
   private tick(): void {
     if (this.stopped) return;
-    if (!this.options.coordinator.mayLead()) {
+    if (!this.options.coordinator.mayLead(this.options.generation)) {
       this.options.on_deposed('the etcd lease could not be renewed in time: stopped acknowledging');
       return;
     }

@@ -183,7 +183,17 @@ export async function verify(cluster: TestCluster, bank: Bank, centers: string[]
     let views: string[] = [];
     const deadline = Date.now() + 30_000;
     for (;;) {
-      views = await Promise.all(clients.map(async (c) => balances(await c.lookupAccounts(BANK_ACCOUNTS))));
+      // A center may be changing role for a moment (`unavailable`): ask again.
+      views = await Promise.all(
+        clients.map(async (c) => {
+          try {
+            return balances(await c.lookupAccounts(BANK_ACCOUNTS));
+          } catch (error) {
+            if (error instanceof KeelError && error.code === 'unavailable') return `unavailable: ${error.message}`;
+            throw error;
+          }
+        }),
+      );
       if (views.every((v) => v === views[0])) break;
       if (Date.now() > deadline) {
         problems.push(`centers never converged: ${views.map((v, i) => `${centers[i]}: ${v}`).join(' | ')}`);
