@@ -133,6 +133,16 @@ export class ReplicaFollower {
         return this.end(`the leader refused: ${message.code}: ${message.message}`);
       case 'welcome': {
         this.leader_epoch = message.epoch;
+        if (message.epoch < this.options.epoch) return this.end(`${this.options.leader} leads epoch ${message.epoch}, older than ${this.options.epoch}`);
+        const todo = message.agree.flatMap((agree, shard) => (agree < 0 ? [shard] : []));
+        if (todo.length > 0) {
+          // The leader's log no longer reaches back to these shards' heads: fetch its checkpoint.
+          this.options.on_event?.('rebuilding from the leader\'s checkpoint', { leader: this.options.leader, shards: todo });
+          rmSync(this.options.staging_dir, { recursive: true, force: true });
+          this.rebuild = { todo, done: [], fd: null, written: 0 };
+          this.nextSnapshot();
+          return;
+        }
         const diverged = message.agree.some((agree, shard) => agree < this.heads[shard].position);
         if (diverged) {
           this.options.on_event?.('log diverged from the leader', { leader: this.options.leader, agree: message.agree, heads: this.heads.map((h) => h.position) });
