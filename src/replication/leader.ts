@@ -46,6 +46,8 @@ interface Link {
   next: number[];
   pumping: boolean[];
   closed: boolean;
+  /** The commit positions last sent on this link (a follower applies up to them). */
+  commit_sent: number[];
 }
 
 export class ReplicaLeader {
@@ -206,13 +208,13 @@ export class ReplicaLeader {
     if (this.stopped || ws.readyState !== ws.OPEN) return;
     if (agree.some((a) => a.agree < 0)) {
       // This log was pruned below where the follower stands: it cannot catch up from entries.
-      this.send({ center, ws, next: [], pumping: [], closed: false }, { t: 'welcome', epoch: this.epoch, agree: agree.map((a) => a.agree), commit: [...this.commit] });
+      this.send({ center, ws, next: [], pumping: [], closed: false, commit_sent: [] }, { t: 'welcome', epoch: this.epoch, agree: agree.map((a) => a.agree), commit: [...this.commit] });
       this.options.on_event?.('follower needs a rebuild', { follower: center, agree: agree.map((a) => a.agree) });
       return;
     }
     const previous = this.links.get(center);
     if (previous !== undefined) this.drop(previous, 'replaced by a new connection');
-    const link: Link = { center, ws, next: agree.map((a) => a.agree + 1), pumping: new Array<boolean>(heads.length).fill(false), closed: false };
+    const link: Link = { center, ws, next: agree.map((a) => a.agree + 1), pumping: new Array<boolean>(heads.length).fill(false), closed: false, commit_sent: [...this.commit] };
     this.links.set(center, link);
     // What it holds that agrees with this log (a truncation never removes what this leader had
     // acknowledged from it: that is committed, and committed entries are never truncated).
@@ -241,6 +243,11 @@ export class ReplicaLeader {
   private refuse(ws: WebSocket, code: Extract<LeaderMessage, { t: 'refuse' }>['code'], message: string): void {
     ws.send(encodeMessage({ t: 'refuse', code, message }));
     ws.close(1008, code);
+  }
+
+  private sendCommit(link: Link): void {
+    link.commit_sent = [...this.commit];
+    this.send(link, { t: 'commit', commit: link.commit_sent });
   }
 
   private send(link: Link, message: LeaderMessage): void {
@@ -348,7 +355,7 @@ export class ReplicaLeader {
       this.commit_broadcast_scheduled = true;
       setImmediate(() => {
         this.commit_broadcast_scheduled = false;
-        for (const link of this.links.values()) this.send(link, { t: 'commit', commit: [...this.commit] });
+        for (const link of this.links.values()) this.sendCommit(link);
       });
     }
   }
@@ -408,6 +415,9 @@ export class ReplicaLeader {
       return;
     }
     if (this.isr_change !== null || this.engine === null) return;
+    // A follower applies what is committed as far as its log reaches: one that caught up after
+    // the last commit change hears the positions again here, so its state converges.
+    for (const link of this.links.values()) if (link.commit_sent.some((position, shard) => position !== this.commit[shard])) this.sendCommit(link);
     const now = performance.now();
     for (const member of this.isr) {
       if (member === this.self) continue;
