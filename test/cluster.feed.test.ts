@@ -6,30 +6,13 @@
 // order per shard, and never one that the cluster does not hold.
 
 import t from 'tap';
+import { orderedRuns } from './support/order.ts';
 import { connect, subscribe, type FeedBatch } from '../src/client/index.ts';
 import { startCluster } from './support/cluster.ts';
 import { Bank, verify } from './support/bank.ts';
 
 const SHARDS = 2;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** The fewest runs in `truth`'s order that `seen` splits into (its longest decreasing subsequence). */
-function orderedRuns(seen: readonly bigint[], truth: readonly bigint[]): number {
-  const position = new Map(truth.map((id, i) => [id, i]));
-  const tails: number[] = [];
-  for (const id of seen) {
-    const p = position.get(id) ?? -1;
-    let lo = 0;
-    let hi = tails.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (tails[mid] > p) lo = mid + 1;
-      else hi = mid;
-    }
-    tails[lo] = p;
-  }
-  return tails.length;
-}
 
 t.test('a feed consumer resumes on another center across failovers, exactly once and in order', async (t) => {
   const cluster = await startCluster({ shards: SHARDS });

@@ -3,6 +3,7 @@
 // order per shard, once each; and it never saw a transfer that the restarted engine does not hold.
 
 import t from 'tap';
+import { orderedRuns } from './support/order.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -43,28 +44,6 @@ function startKeel(data: string): Server {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * The fewest runs, each in `truth`'s order, that `seen` splits into: its longest decreasing
- * subsequence of positions in `truth` (Dilworth). Transfers in commit order per shard over S shards
- * make at most S runs; over one shard, one run means exactly `truth`'s order.
- */
-function orderedRuns(seen: readonly bigint[], truth: readonly bigint[]): number {
-  const position = new Map(truth.map((id, i) => [id, i]));
-  const tails: number[] = []; // tails[k]: the largest last position of a decreasing run of length k + 1
-  for (const id of seen) {
-    const p = position.get(id) ?? -1;
-    let lo = 0;
-    let hi = tails.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (tails[mid] > p) lo = mid + 1;
-      else hi = mid;
-    }
-    tails[lo] = p;
-  }
-  return tails.length;
-}
 
 const byId = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
 

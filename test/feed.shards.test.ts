@@ -4,6 +4,7 @@
 // (`k2.<n0>.<n1>...`), `latest`, bad cursors, and fairness between a busy shard and a quiet one.
 
 import t, { type Test } from 'tap';
+import { rng } from './support/order.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,18 +18,6 @@ import type { Transfer } from '../src/ledger/types.ts';
 import { subscribe } from '../src/client/index.ts';
 
 import { Raw, ids, type Message } from './support/raw-feed.ts';
-
-/** Deterministic randomness (mulberry32); the seed is printed so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SHARD_ID_STRIDE = 1_000_000n;
 /** Transfer ids say their shard: shard s's n-th transfer (from 0) has id s * 1e6 + n + 1. */
@@ -134,7 +123,6 @@ class FakeEngine implements FeedEngine {
     return this.listeners.size;
   }
 }
-
 
 /** Every shard's transfers exactly once and in its commit order (no order asked between shards). */
 function checkPerShard(t: Test, seen: readonly bigint[], expected: readonly (readonly bigint[])[], label: string): void {

@@ -7,6 +7,9 @@ import { connect, CreateAccountStatus, KeelError, type Account, type KeelClient,
 import { Shard } from '../../src/shard/shard.ts';
 import { join } from 'node:path';
 import type { TestCluster } from './cluster.ts';
+import { rng } from './order.ts';
+
+export { rng } from './order.ts';
 
 export const BANK_ACCOUNTS = [1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n];
 const LEDGER = 1;
@@ -21,17 +24,6 @@ export interface BankRecord {
   outcome: Outcome;
 }
 
-/** Deterministic from a seed (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export class Bank {
   readonly records = new Map<bigint, BankRecord>();

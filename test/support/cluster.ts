@@ -12,21 +12,13 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { TokenStore, TOKENS_FILE } from '../../src/gateway/tokens.ts';
 import type { GroupState } from '../../src/replication/coordinator.ts';
-import { startEtcd, type TestEtcd } from './etcd.ts';
+import { freePort, startEtcd, type TestEtcd } from './etcd.ts';
+
+export { freePort } from './etcd.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 export const CLUSTER_SECRET = 'test-cluster-secret-0123456789';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
 
 export interface CenterProcess {
   name: string;

@@ -14,7 +14,7 @@ export interface TestEtcd {
 
 export const ETCD_BINARY = process.env.KEEL_ETCD ?? 'etcd';
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
