@@ -52,8 +52,10 @@ t.test('a feed consumer resumes on another center across failovers, exactly once
   stop = true;
   await load;
 
-  // Everything committed, in each shard's commit order: the transfers in timestamp order, as the
-  // current leader has them (a follower that just rejoined may still be applying).
+  // First every center converges and holds every acknowledged transfer (verify waits for that);
+  // then everything committed, in each shard's commit order (timestamp order), from the leader.
+  const verified = await verify(cluster, bank, cluster.centers.map((c) => c.name));
+  t.same(verified.problems, [], 'every acknowledged transfer on every center, balances conserved');
   const keel = await connect({ url: await cluster.center(await cluster.waitLeader()).url, token: cluster.token, reconnect: false, heartbeat_ms: 0 });
   const truth: bigint[] = [];
   for (let after = 0n; ; ) {
@@ -73,7 +75,5 @@ t.test('a feed consumer resumes on another center across failovers, exactly once
   t.same([...seen].sort(byId), [...truth].sort(byId), 'exactly the committed transfers');
   const runs = orderedRuns(seen, truth);
   t.ok(runs <= SHARDS, `in commit order per shard (${runs} ordered run(s) over ${SHARDS} shards)`);
-  const verified = await verify(cluster, bank, cluster.centers.map((c) => c.name));
-  t.same(verified.problems, [], 'every acknowledged transfer on every center, balances conserved');
   await bank.close();
 });
