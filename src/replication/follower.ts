@@ -50,23 +50,19 @@ export class ReplicaFollower {
   private readonly heads: LogHeadWire[];
   private welcomed = false;
   /** A rebuild in progress: shards still to fetch, what is staged, and the file being written. */
-  private rebuild: { todo: number[]; done: Array<{ shard: number; entry: Uint8Array }>; fd: number | null; written: number } | null = null;
+  private rebuild: { remaining: number[]; done: Array<{ shard: number; entry: Uint8Array }>; fd: number | null; written: number } | null = null;
   private next_forward = 1;
   private readonly forwards = new Map<number, (result: ShardResult) => void>();
   private ended = false;
-  /** The leader's epoch, from its welcome. */
-  leader_epoch = 0;
   readonly commit: number[];
   /** The leader's commit positions as last heard (applied as far as this log reaches). */
   private readonly leader_commit: number[];
-  readonly acked: number[];
 
   constructor(options: FollowerOptions, heads: LogHeadWire[]) {
     this.options = options;
     this.heads = heads.map((head) => ({ ...head }));
     this.commit = heads.map(() => 0);
     this.leader_commit = heads.map(() => 0);
-    this.acked = heads.map((head) => head.position);
     this.ws = new WebSocket(`ws://${options.leader_address}${REPLICATION_PATH}`, { maxPayload: REPLICATION_FRAME_BYTES_MAX, handshakeTimeout: 2_000 });
     this.ws.binaryType = 'nodebuffer';
     this.ws.on('open', () => {
@@ -87,7 +83,6 @@ export class ReplicaFollower {
       this.end(`shard ${shard} refused the leader's entry (${outcome.refused}: ${outcome.message})`, true);
       return;
     }
-    this.acked[shard] = outcome.acked;
     this.send({ t: 'ack', shard, position: outcome.acked });
   }
 
@@ -132,14 +127,13 @@ export class ReplicaFollower {
       case 'refuse':
         return this.end(`the leader refused: ${message.code}: ${message.message}`);
       case 'welcome': {
-        this.leader_epoch = message.epoch;
         if (message.epoch < this.options.epoch) return this.end(`${this.options.leader} leads epoch ${message.epoch}, older than ${this.options.epoch}`);
-        const todo = message.agree.flatMap((agree, shard) => (agree < 0 ? [shard] : []));
-        if (todo.length > 0) {
+        const remaining = message.agree.flatMap((agree, shard) => (agree < 0 ? [shard] : []));
+        if (remaining.length > 0) {
           // The leader's log no longer reaches back to these shards' heads: fetch its checkpoint.
-          this.options.on_event?.('rebuilding from the leader\'s checkpoint', { leader: this.options.leader, shards: todo });
+          this.options.on_event?.('rebuilding from the leader\'s checkpoint', { leader: this.options.leader, shards: remaining });
           rmSync(this.options.staging_dir, { recursive: true, force: true });
-          this.rebuild = { todo, done: [], fd: null, written: 0 };
+          this.rebuild = { remaining, done: [], fd: null, written: 0 };
           this.nextSnapshot();
           return;
         }
@@ -192,14 +186,9 @@ export class ReplicaFollower {
     }
   }
 
-  /** Where this follower's shards' logs stand (what it was handed, in order). */
-  currentHeads(): LogHeadWire[] {
-    return this.heads.map((head) => ({ ...head }));
-  }
-
   private nextSnapshot(): void {
     const rebuild = this.rebuild!;
-    const shard = rebuild.todo[0];
+    const shard = rebuild.remaining[0];
     if (shard === undefined) {
       // Every copy staged: the center swaps them in (with the engine closed) and says hello again.
       this.ended = true;
@@ -216,7 +205,7 @@ export class ReplicaFollower {
 
   private onSnapshot(message: Extract<LeaderMessage, { t: 'snapshot_part' | 'snapshot_done' | 'snapshot_failed' }>): void {
     const rebuild = this.rebuild;
-    if (rebuild === null || rebuild.fd === null || message.shard !== rebuild.todo[0]) return this.end('a checkpoint copy nobody asked for');
+    if (rebuild === null || rebuild.fd === null || message.shard !== rebuild.remaining[0]) return this.end('a checkpoint copy nobody asked for');
     try {
       if (message.t === 'snapshot_failed') throw new Error(`the leader could not copy its checkpoint of shard ${message.shard}: ${message.message}`);
       if (message.t === 'snapshot_part') {
@@ -230,7 +219,7 @@ export class ReplicaFollower {
       closeSync(rebuild.fd);
       rebuild.fd = null;
       rebuild.done.push({ shard: message.shard, entry: message.entry });
-      rebuild.todo.shift();
+      rebuild.remaining.shift();
       this.nextSnapshot();
     } catch (error) {
       if (rebuild.fd !== null) closeSync(rebuild.fd);

@@ -120,8 +120,8 @@ export class ReplicaLeader {
       const head = engine.log_heads[shard].position;
       if (this.durable[shard] < head) this.durable[shard] = head;
       if (this.recent[shard].entries.length === 0) this.recent[shard].first = this.durable[shard] + 1;
-      this.recomputeCommit(shard);
     }
+    this.recomputeCommit();
   }
 
   /** The engine's newly durable entries of `shard` (Engine on_entries). */
@@ -160,7 +160,7 @@ export class ReplicaLeader {
     const marks = this.marks[shard];
     marks.push([this.durable[shard], performance.now()]);
     if (marks.length > MARKS_MAX) marks.splice(0, marks.length - MARKS_MAX);
-    this.recomputeCommit(shard);
+    this.recomputeCommit();
     for (const link of this.links.values()) void this.pump(link, shard);
   }
 
@@ -236,7 +236,7 @@ export class ReplicaLeader {
     // Only what this link carried counts (never an append made under another leader).
     if (position >= link.next[shard]) return;
     if (position > acked[shard]) acked[shard] = position;
-    this.recomputeCommit(shard);
+    this.recomputeCommit();
     void this.pump(link, shard);
   }
 
@@ -318,7 +318,7 @@ export class ReplicaLeader {
    * in-sync member too: so whichever in-sync center takes over has either the whole group or a
    * tail it may cut (Engine.promote). Replies leave only while this center may lead.
    */
-  private recomputeCommit(_shard?: number): void {
+  private recomputeCommit(): void {
     if (this.stopped || this.engine === null) return;
     if (this.isr.size < this.min_isr) return;
     const held = this.durable.map((_, shard) => this.heldEverywhere(shard));
@@ -449,7 +449,7 @@ export class ReplicaLeader {
         }
         this.isr = new Set(result.state.isr);
         this.options.on_event?.('in-sync set changed', { isr: result.state.isr, reason });
-        for (let shard = 0; shard < this.options.shard_count; shard++) this.recomputeCommit(shard);
+        this.recomputeCommit();
       })
       .catch((error: unknown) => this.options.on_event?.('in-sync set change failed', { reason, error: (error as Error).message }))
       .finally(() => {
