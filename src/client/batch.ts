@@ -13,6 +13,7 @@ import type { CreateResult } from '../ledger/types.ts';
 import type { WireMap } from './codec.ts';
 import type { KeelError } from './errors.ts';
 import type { Fields } from './replies.ts';
+import type { Expiring } from './deadlines.ts';
 
 export type CreateOp = 'create_accounts' | 'create_transfers';
 export type QueryOp =
@@ -27,7 +28,10 @@ export type Op = CreateOp | QueryOp;
 interface CallBase {
   /** Set once the caller has been answered (result, error or timeout). */
   settled: boolean;
-  timer: NodeJS.Timeout | undefined;
+  /** The deadline slot keeping the call (deadlines.ts), while it has a timeout running. */
+  deadline: Set<Expiring> | undefined;
+  /** The call's timeout, for its message. */
+  timeout_ms: number;
   /** The request carrying the call (maintained by Request). */
   request: Request | undefined;
   reject(error: KeelError): void;

@@ -175,7 +175,8 @@ class Client implements KeelClient {
         imported: events.imported,
         open_chain: events.open_chain,
         settled: false,
-        timer: undefined,
+        deadline: undefined,
+        timeout_ms: 0,
         request: undefined,
         resolve,
         reject,
@@ -209,7 +210,8 @@ class Client implements KeelClient {
         kind: 'query',
         params,
         settled: false,
-        timer: undefined,
+        deadline: undefined,
+        timeout_ms: 0,
         request: undefined,
         complete: (reply) => {
           const result = parse(reply);

@@ -10,6 +10,7 @@
 import { encodeFrame } from './codec.ts';
 import { backoffOf, delayOf, type Backoff, type ReconnectOptions } from './backoff.ts';
 import { regroup, Request, splitResult, type Call, type CreateCall, type Op } from './batch.ts';
+import { Deadlines } from './deadlines.ts';
 import { KeelError, serverError } from './errors.ts';
 import { parseCreate, type Fields, type Limits } from './replies.ts';
 import { Session, type SessionEnd, type SessionOptions } from './session.ts';
@@ -33,6 +34,9 @@ export interface DispatcherOptions {
 
 const U32_MAX = 0xffff_ffff;
 
+/** How late past its timeout a call may fail with `timeout`. */
+const DEADLINE_SLOT_MS = 10;
+
 export class Dispatcher {
   private readonly options: DispatcherOptions;
   /** Reconnection attempts refused `unauthorized` in a row. */
@@ -48,6 +52,8 @@ export class Dispatcher {
   private readonly inflight = new Map<number, Request>();
   /** Requests still open for more create calls, by op and import mode. */
   private readonly open_batches = new Map<string, Request>();
+  /** Per-call timeouts, in slots of DEADLINE_SLOT_MS. */
+  private readonly deadlines = new Deadlines<Call>(DEADLINE_SLOT_MS, (call) => this.timeout(call));
   private next_id = 1;
   private pump_scheduled = false;
   private reconnect_timer: NodeJS.Timeout | undefined;
@@ -107,7 +113,10 @@ export class Dispatcher {
       return;
     }
     const ms = timeout_ms ?? this.options.timeout_ms;
-    if (ms > 0 && Number.isFinite(ms)) call.timer = setTimeout(() => this.timeout(call, ms), ms);
+    if (ms > 0 && Number.isFinite(ms)) {
+      call.timeout_ms = ms;
+      this.deadlines.add(call, ms);
+    }
     this.schedulePump();
   }
 
@@ -141,9 +150,9 @@ export class Dispatcher {
     return true;
   }
 
-  private timeout(call: Call, ms: number): void {
-    call.timer = undefined;
+  private timeout(call: Call): void {
     if (call.settled) return;
+    const ms = call.timeout_ms;
     const request = call.request;
     const sent = request === undefined || request.sent_once;
     const message = `no reply within ${ms} ms; ${sent ? 'the outcome is unknown' : 'it was not sent'}`;
@@ -182,6 +191,15 @@ export class Dispatcher {
   private pump(): void {
     const session = this.session;
     if (session === undefined || !session.open || this.state_ !== 'open') return;
+    session.cork();
+    try {
+      this.fill(session);
+    } finally {
+      session.uncork();
+    }
+  }
+
+  private fill(session: Session): void {
     while (this.inflight.size < this.current_limits.inflight_per_connection && this.queue.length > 0) {
       const request = this.queue.shift() as Request;
       for (const [key, open] of this.open_batches) if (open === request) this.open_batches.delete(key);
@@ -269,7 +287,7 @@ export class Dispatcher {
     if (first.kind === 'query') {
       if (first.settled) return;
       first.settled = true;
-      clearTimeout(first.timer);
+      Deadlines.remove(first);
       first.complete(reply);
       return;
     }
@@ -283,7 +301,7 @@ export class Dispatcher {
     creates.forEach((call, i) => {
       if (call.settled) return;
       call.settled = true;
-      clearTimeout(call.timer);
+      Deadlines.remove(call);
       call.resolve(parts[i]);
     });
   }
@@ -372,6 +390,7 @@ export class Dispatcher {
   /** Ends the client: every call not yet answered fails with `error`. */
   private fail(error: KeelError): void {
     this.setState('closed', error);
+    this.deadlines.clear();
     if (this.reconnect_timer !== undefined) clearTimeout(this.reconnect_timer);
     this.reconnect_timer = undefined;
     const requests = [...this.inflight.values(), ...this.queue];
@@ -417,7 +436,7 @@ export class Dispatcher {
 function settle(call: Call, error: KeelError): void {
   if (call.settled) return;
   call.settled = true;
-  clearTimeout(call.timer);
+  Deadlines.remove(call);
   call.reject(error);
 }
 

@@ -159,6 +159,15 @@ export class Session {
     this.ws.send(bytes);
   }
 
+  /** Holds writes until `uncork`, so that the frames of one pump leave in one write. */
+  cork(): void {
+    (this.ws as unknown as { _socket?: { cork(): void } })._socket?.cork();
+  }
+
+  uncork(): void {
+    (this.ws as unknown as { _socket?: { uncork(): void } })._socket?.uncork();
+  }
+
   /** Closes normally; `end` is reported once the socket has closed. */
   close(): void {
     this.ws.close(1000, 'client closing');

@@ -1,7 +1,8 @@
 // Main-thread metrics: the gateway's traffic, the shard queues as the main thread sees them, and
 // the process itself (event-loop lag, heap, GC) from prom-client's default collectors.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { RequestMetrics } from './requests.ts';
 import type { GatewayObserver } from '../gateway/server.ts';
 
 export interface MainSources {
@@ -14,24 +15,18 @@ export interface MainSources {
 
 export class MainMetrics implements GatewayObserver {
   readonly registry = new Registry();
-  private readonly requests_total: Counter<'op' | 'outcome'>;
-  private readonly request_seconds: Histogram<'op'>;
+  private readonly requests: RequestMetrics;
   private readonly rejected_total: Counter<'reason'>;
   private sources: MainSources | null = null;
 
   constructor() {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'keel_process_' });
-    this.requests_total = new Counter({
-      name: 'keel_requests_total',
-      help: 'Requests answered, by op and outcome (ok or the error code).',
-      labelNames: ['op', 'outcome'],
-      registers,
-    });
-    this.request_seconds = new Histogram({
-      name: 'keel_request_seconds',
-      help: 'Time from a request frame being read to its reply being queued, by op.',
-      labelNames: ['op'],
+    this.requests = new RequestMetrics({
+      counter_name: 'keel_requests_total',
+      counter_help: 'Requests answered, by op and outcome (ok or the error code).',
+      histogram_name: 'keel_request_seconds',
+      histogram_help: 'Time from a request frame being read to its reply being queued, by op.',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 10],
       registers,
     });
@@ -92,8 +87,7 @@ export class MainMetrics implements GatewayObserver {
   }
 
   request(op: string, outcome: string, seconds: number): void {
-    this.requests_total.inc({ op, outcome });
-    this.request_seconds.observe({ op }, seconds);
+    this.requests.record(op, outcome, seconds);
   }
 
   rejected(reason: string): void {

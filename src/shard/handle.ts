@@ -214,7 +214,10 @@ export class ShardHandle {
     this.outbox.push(make(id));
     if (!this.flush_scheduled) {
       this.flush_scheduled = true;
-      queueMicrotask(() => this.flush());
+      // setImmediate, not a microtask: requests read from every socket in this turn of the event loop
+      // go to the worker in one message (one postMessage per socket read was the gateway's largest
+      // cost under single-transfer load), and the worker merges them into one log entry.
+      setImmediate(() => this.flush());
     }
     return new Promise((resolve) => this.waiting.set(id, { resolve, events }));
   }

@@ -348,6 +348,22 @@ function execGroup(gid: number, read_sets: Uint8Array[]): void {
   handleAll(waiting);
 }
 
+let drain_scheduled = false;
+
+function scheduleDrain(): void {
+  if (drain_scheduled) return;
+  drain_scheduled = true;
+  setImmediate(drainBacklog);
+}
+
+function drainBacklog(): void {
+  drain_scheduled = false;
+  if (barrier !== null || shard.checkpoint_wanted || backlog.length === 0) return;
+  const waiting = backlog;
+  backlog = [];
+  handleAll(waiting);
+}
+
 function handleAll(requests: ShardRequest[]): void {
   let run: CreateTransfers[] = [];
   let run_events = 0;
@@ -451,9 +467,11 @@ function replicaAppend(entries: Uint8Array[], tag: number): void {
 
 port.on('message', (message: ToWorker) => {
   if (message.type === 'requests') {
+    // Messages that queued up while this thread was busy are merged into one run (see handleRun):
+    // they wait in the backlog, behind anything older, until the end of this turn.
     const requests = unpack<ShardRequest[]>(message.buffer);
-    if (barrier !== null || shard.checkpoint_wanted) backlog.push(...requests);
-    else handleAll(requests);
+    for (let k = 0; k < requests.length; k++) backlog.push(requests[k]);
+    scheduleDrain();
   } else if (message.type === 'commit') {
     try {
       shard.setCommitted(message.position);
