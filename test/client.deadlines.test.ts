@@ -72,3 +72,20 @@ t.test('an earlier deadline re-arms the timer; clear stops everything', async (t
 t.test('rejects a slot of zero', async (t) => {
   t.throws(() => new Deadlines<Item>(0, () => undefined), RangeError);
 });
+
+t.test('a timeout past setTimeout\'s limit (2^31-1 ms) waits instead of spinning', async (t) => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => {
+    warnings.push(w.name);
+  };
+  process.on('warning', onWarning);
+  const expired: string[] = [];
+  const deadlines = new Deadlines<Item>(10, (it) => expired.push(it.name));
+  deadlines.add(item('far', 3e9), 3e9);
+  deadlines.add(item('near', 20), 20);
+  await sleep(100);
+  process.off('warning', onWarning);
+  t.same(expired, ['near']);
+  t.same(warnings, [], 'no TimeoutOverflowWarning: the timer is capped, not set past the limit');
+  deadlines.clear();
+});

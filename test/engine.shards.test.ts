@@ -258,6 +258,29 @@ t.test('a data directory keeps its shard count', async (t) => {
   await again.close();
 });
 
+t.test('close finishes requests handed to the shards just before it (single-shard and cross-shard)', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  t.teardown(cleanup);
+  const engine = await start(dir, 2);
+  t.same(await createAccounts(engine, ALL.map((id) => account(id))), ALL.map(() => 'created'));
+  // Not awaited: both are still queued for the workers when close is called.
+  const local = engine.createTransfers(1, encodeTransferBatch([transfer(9001n, A0, B0, 5n)]));
+  const cross = engine.createTransfers(1, encodeTransferBatch([transfer(9002n, A0, A1, 7n)]));
+  await engine.close();
+  for (const [name, pending] of [['single-shard', local], ['cross-shard', cross]] as const) {
+    const result = await pending;
+    t.ok('status' in result, `${name}: answered with a result, not ${'error' in result ? `${result.error}: ${result.message}` : '?'}`);
+    if ('status' in result) t.same(result.status.map((s) => CREATE_TRANSFER_STATUS_NAMES[s]), ['created'], `${name}: created`);
+  }
+  const again = await start(dir, 2);
+  t.teardown(() => again.close());
+  const after = await balances(again, [A0, B0, A1]);
+  t.equal(after.get(A0)?.debits_posted, 12n, 'both debits survived the restart');
+  t.equal(after.get(B0)?.credits_posted, 5n);
+  t.equal(after.get(A1)?.credits_posted, 7n);
+  await assertBooksBalance(t, again, 'after close and restart');
+});
+
 /** Runs the child: a 2-shard engine that creates, then exits without a checkpoint. */
 function runChild(dir: string, accounts: AccountInput[], transfers: TransferInput[]): Promise<{ accounts: number[]; transfers: number[] }> {
   const json = JSON.stringify({ accounts, transfers }, (_, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));

@@ -9,6 +9,8 @@ export interface Expiring {
   deadline: Set<Expiring> | undefined;
 }
 
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 export class Deadlines<T extends Expiring> {
   /** Slot index (end of the slot in units of slot_ms) -> calls due in it. */
   private readonly slots = new Map<number, Set<T>>();
@@ -31,9 +33,15 @@ export class Deadlines<T extends Expiring> {
     if (set === undefined) {
       set = new Set<T>();
       this.slots.set(slot, set);
-      let i = this.order.length;
-      while (i > 0 && this.order[i - 1] > slot) i--;
-      this.order.splice(i, 0, slot);
+      // Binary search: a short timeout among long ones lands before many slots.
+      let lo = 0;
+      let hi = this.order.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.order[mid] < slot) lo = mid + 1;
+        else hi = mid;
+      }
+      this.order.splice(lo, 0, slot);
     }
     set.add(item);
     item.deadline = set as Set<Expiring>;
@@ -58,7 +66,9 @@ export class Deadlines<T extends Expiring> {
   private arm(slot: number): void {
     clearTimeout(this.timer);
     this.timer_slot = slot;
-    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(slot * this.slot_ms - performance.now())));
+    // setTimeout takes at most 2^31-1 ms (beyond, it fires after 1 ms): a farther slot re-arms.
+    const wait_ms = Math.min(TIMER_MS_MAX, Math.max(1, Math.ceil(slot * this.slot_ms - performance.now())));
+    this.timer = setTimeout(this.fire, wait_ms);
   }
 
   private readonly fire = (): void => {

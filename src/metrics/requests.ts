@@ -4,7 +4,7 @@
 // about 4% of the gateway thread. The exposition is the same as a prom-client Counter and Histogram
 // with the same names, labels and buckets (test/metrics.test.ts parses it).
 
-import type { Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 
 interface MetricValue {
   labels: Record<string, string | number>;
@@ -20,9 +20,12 @@ interface MetricJson {
   aggregator: 'sum';
 }
 
-/** What prom-client's Registry asks of a metric. */
+/** What prom-client's Registry asks of a metric (`type` also picks OpenMetrics' counter naming). */
 interface RegistryMetric {
   readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'histogram';
+  readonly aggregator: 'sum';
   get(): Promise<MetricJson>;
   reset(): void;
 }
@@ -59,15 +62,34 @@ export class RequestMetrics {
     }
     const counter: RegistryMetric = {
       name: options.counter_name,
+      help: options.counter_help,
+      type: 'counter',
+      aggregator: 'sum',
       get: async () => this.counterJson(),
-      reset: () => this.ops.clear(),
+      reset: () => {
+        for (const series of this.ops.values()) series.outcomes.clear();
+      },
     };
     const histogram: RegistryMetric = {
       name: options.histogram_name,
+      help: options.histogram_help,
+      type: 'histogram',
+      aggregator: 'sum',
       get: async () => this.histogramJson(),
-      reset: () => this.ops.clear(),
+      reset: () => {
+        for (const series of this.ops.values()) {
+          series.buckets.fill(0);
+          series.sum_seconds = 0;
+          series.count = 0;
+        }
+      },
     };
     for (const registry of options.registers) {
+      // OpenMetrics renames counters (prom-client drops `_total` from the name when it builds one
+      // for such a registry); /metrics serves the Prometheus text format, and only that is matched.
+      if ((registry.contentType as string) === Registry.OPENMETRICS_CONTENT_TYPE) {
+        throw new Error('RequestMetrics serves the Prometheus text format only; this registry uses OpenMetrics');
+      }
       // prom-client's Registry takes any object with a name, get() and reset().
       registry.registerMetric(counter as unknown as Parameters<Registry['registerMetric']>[0]);
       registry.registerMetric(histogram as unknown as Parameters<Registry['registerMetric']>[0]);
@@ -102,6 +124,7 @@ export class RequestMetrics {
     const name = this.options.histogram_name;
     const values: MetricValue[] = [];
     for (const [op, series] of this.ops) {
+      if (series.count === 0) continue; // reset since: prom-client shows no series either
       let cumulative = 0;
       this.options.buckets.forEach((le, i) => {
         cumulative += series.buckets[i];

@@ -122,6 +122,8 @@ export class Engine {
   /** Cross-shard groups run and rolled forward, for operators and tests. */
   readonly group_stats = { groups: 0, requests: 0, events: 0, rolled_forward: 0 };
   private readonly group_queue: QueuedGroup[] = [];
+  /** `close` waiting for the groups in flight and queued to finish. */
+  private groups_idle_waiters: Array<() => void> = [];
   private group_queue_events = 0;
   private group_flush_scheduled = false;
 
@@ -409,6 +411,11 @@ export class Engine {
   }
 
   private scheduleGroupFlush(): void {
+    if (this.groups.size === 0 && this.group_queue.length === 0 && this.groups_idle_waiters.length > 0) {
+      const waiters = this.groups_idle_waiters;
+      this.groups_idle_waiters = [];
+      for (const resolve of waiters) resolve();
+    }
     if (this.group_flush_scheduled || this.groups.size > 0 || this.group_queue.length === 0) return;
     this.group_flush_scheduled = true;
     queueMicrotask(() => {
@@ -738,12 +745,25 @@ export class Engine {
 
   /** Finishes in-flight requests, checkpoints every shard, and releases the data directory. */
   async close(): Promise<void> {
+    // Cross-shard groups in flight need their participants' reads and executions to finish: the
+    // shards close only once none is left (a group whose participant fails is failed by then).
+    if (this.groups.size > 0 || this.group_queue.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.groups_idle_waiters.push(resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, GROUPS_DRAIN_MS_MAX))),
+      ]);
+      clearTimeout(timer);
+    }
     await Promise.all(this.handles.map((handle) => handle.close()));
     rmSync(this.lock_path, { force: true });
   }
 }
 
 const ONE_SHARD: Route = { kind: 'one' };
+
+/** How long `close` waits for cross-shard groups in flight before closing the shards anyway. */
+const GROUPS_DRAIN_MS_MAX = 10_000;
 
 const NOT_LEADER: ShardResult = { error: 'unavailable', message: 'this center follows; send writes to the leader center' };
 

@@ -472,7 +472,12 @@ port.on('message', (message: ToWorker) => {
     const requests = unpack<ShardRequest[]>(message.buffer);
     for (let k = 0; k < requests.length; k++) backlog.push(requests[k]);
     scheduleDrain();
-  } else if (message.type === 'commit') {
+    return;
+  }
+  // Anything else sees every request that arrived before it applied (close, above all, finishes
+  // them), as it did when requests were applied on arrival.
+  if (drain_scheduled) drainBacklog();
+  if (message.type === 'commit') {
     try {
       shard.setCommitted(message.position);
     } catch (error) {
