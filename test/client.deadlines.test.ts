@@ -89,3 +89,39 @@ t.test('a timeout past setTimeout\'s limit (2^31-1 ms) waits instead of spinning
   t.same(warnings, [], 'no TimeoutOverflowWarning: the timer is capped, not set past the limit');
   deadlines.clear();
 });
+
+t.test('slots emptied by answers need no wake-up, and a slot emptied then reused still expires', async (t) => {
+  const expired: string[] = [];
+  const original = globalThis.setTimeout;
+  let armed = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    armed++;
+    return original(...args);
+  }) as typeof setTimeout;
+  const deadlines = new Deadlines<Item>(10, (it) => expired.push(it.name));
+  try {
+    const a = item('a', 20);
+    const b = item('b', 40);
+    deadlines.add(a, 20);
+    deadlines.add(b, 40);
+    deadlines.add(item('c', 150), 150);
+    Deadlines.remove(a);
+    Deadlines.remove(b);
+    await sleep(100);
+    // One timer for a's slot (which finds it empty and skips b's, also empty), one for c's.
+    t.ok(armed <= 2, `armed ${armed} times for 3 slots, 2 of them emptied`);
+    t.same(expired, []);
+    await sleep(120);
+    t.same(expired, ['c']);
+    const again = item('again', 10);
+    deadlines.add(again, 10);
+    Deadlines.remove(again);
+    const reused = item('reused', 10);
+    deadlines.add(reused, 10);
+    await sleep(60);
+    t.same(expired, ['c', 'reused']);
+  } finally {
+    globalThis.setTimeout = original;
+    deadlines.clear();
+  }
+});

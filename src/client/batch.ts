@@ -13,7 +13,7 @@ import type { CreateResult } from '../ledger/types.ts';
 import type { WireMap } from './codec.ts';
 import type { KeelError } from './errors.ts';
 import type { Fields } from './replies.ts';
-import type { Expiring } from './deadlines.ts';
+import type { Slot } from './deadlines.ts';
 
 export type CreateOp = 'create_accounts' | 'create_transfers';
 export type QueryOp =
@@ -29,7 +29,7 @@ interface CallBase {
   /** Set once the caller has been answered (result, error or timeout). */
   settled: boolean;
   /** The deadline slot keeping the call (deadlines.ts), while it has a timeout running. */
-  deadline: Set<Expiring> | undefined;
+  deadline: Slot | undefined;
   /** The call's timeout, for its message. */
   timeout_ms: number;
   /** The request carrying the call (maintained by Request). */
@@ -114,15 +114,21 @@ export class Request {
     return this.calls.length === 0;
   }
 
-  /** The request's params: the events of all calls in order, or the one query's params. */
-  params(): WireMap {
+  /** The request's frame: `{id, op}` and the events of all calls in order, or the one query's params. */
+  frame(id: number): WireMap {
     const first = this.calls[0];
-    if (first === undefined || first.kind === 'query') return first === undefined ? {} : first.params;
-    const events: WireMap[] = [];
-    for (const call of this.calls) {
-      if (call.kind === 'create') for (const e of call.events) events.push(e);
+    if (first === undefined || first.kind === 'query') return { id, op: this.op, ...(first === undefined ? {} : first.params) };
+    // One call (the common case under single-event load) sends its own array, uncopied.
+    let events: readonly WireMap[];
+    if (this.calls.length === 1) events = first.events;
+    else {
+      const all: WireMap[] = [];
+      for (const call of this.calls) {
+        if (call.kind === 'create') for (const e of call.events) all.push(e);
+      }
+      events = all;
     }
-    return this.op === 'create_accounts' ? { accounts: events } : { transfers: events };
+    return this.op === 'create_accounts' ? { id, op: this.op, accounts: events as WireMap[] } : { id, op: this.op, transfers: events as WireMap[] };
   }
 }
 

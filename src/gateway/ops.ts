@@ -39,9 +39,37 @@ export interface RequestFailure {
  * or id list, which needs no log entry).
  */
 export type Prepared =
-  | { ok: true; call: (engine: LedgerEngine) => Promise<ShardResult> }
+  | { ok: true; call: EngineCall }
   | { ok: true; result: ShardResult }
   | RequestFailure;
+
+/** One engine call, as data (no closure per request on the hot path): see `callEngine`. */
+export type EngineCall =
+  | { op: 'create_accounts' | 'create_transfers'; count: number; body: Uint8Array }
+  | { op: 'lookup_accounts' | 'lookup_transfers'; ids: bigint[] }
+  | { op: 'get_account_transfers' | 'get_account_balances'; filter: AccountFilter }
+  | { op: 'query_accounts' | 'query_transfers'; filter: QueryFilter };
+
+export function callEngine(engine: LedgerEngine, call: EngineCall): Promise<ShardResult> {
+  switch (call.op) {
+    case 'create_accounts':
+      return engine.createAccounts(call.count, call.body);
+    case 'create_transfers':
+      return engine.createTransfers(call.count, call.body);
+    case 'lookup_accounts':
+      return engine.lookupAccounts(call.ids);
+    case 'lookup_transfers':
+      return engine.lookupTransfers(call.ids);
+    case 'get_account_transfers':
+      return engine.getAccountTransfers(call.filter);
+    case 'get_account_balances':
+      return engine.getAccountBalances(call.filter);
+    case 'query_accounts':
+      return engine.queryAccounts(call.filter);
+    case 'query_transfers':
+      return engine.queryTransfers(call.filter);
+  }
+}
 
 /** The one param each op takes, besides `id` and `op`. */
 const PARAM: Record<LedgerOp, string> = {
@@ -80,52 +108,52 @@ export function prepare(op: LedgerOp, frame: Frame): Prepared {
       if (!d.ok) return d;
       const events = d.value;
       if (events.length === 0) return { ok: true, result: { status: [], timestamp: [] } };
-      return { ok: true, call: (engine) => engine.createAccounts(events.length, encodeAccountBatch(events)) };
+      return { ok: true, call: { op, count: events.length, body: encodeAccountBatch(events) } };
     }
     case 'create_transfers': {
       const d = decodeTransfers(raw);
       if (!d.ok) return d;
       const events = d.value;
       if (events.length === 0) return { ok: true, result: { status: [], timestamp: [] } };
-      return { ok: true, call: (engine) => engine.createTransfers(events.length, encodeTransferBatch(events)) };
+      return { ok: true, call: { op, count: events.length, body: encodeTransferBatch(events) } };
     }
     case 'lookup_accounts': {
       const d = decodeIds(raw, 'ids');
       if (!d.ok) return d;
       const ids = d.value;
       if (ids.length === 0) return { ok: true, result: { accounts: [] } };
-      return { ok: true, call: (engine) => engine.lookupAccounts(ids) };
+      return { ok: true, call: { op, ids } };
     }
     case 'lookup_transfers': {
       const d = decodeIds(raw, 'ids');
       if (!d.ok) return d;
       const ids = d.value;
       if (ids.length === 0) return { ok: true, result: { transfers: [] } };
-      return { ok: true, call: (engine) => engine.lookupTransfers(ids) };
+      return { ok: true, call: { op, ids } };
     }
     case 'get_account_transfers': {
       const d = decodeAccountFilter(raw);
       if (!d.ok) return d;
       const filter = d.value;
-      return { ok: true, call: (engine) => engine.getAccountTransfers(filter) };
+      return { ok: true, call: { op, filter } };
     }
     case 'get_account_balances': {
       const d = decodeAccountFilter(raw);
       if (!d.ok) return d;
       const filter = d.value;
-      return { ok: true, call: (engine) => engine.getAccountBalances(filter) };
+      return { ok: true, call: { op, filter } };
     }
     case 'query_accounts': {
       const d = decodeQueryFilter(raw);
       if (!d.ok) return d;
       const filter = d.value;
-      return { ok: true, call: (engine) => engine.queryAccounts(filter) };
+      return { ok: true, call: { op, filter } };
     }
     case 'query_transfers': {
       const d = decodeQueryFilter(raw);
       if (!d.ok) return d;
       const filter = d.value;
-      return { ok: true, call: (engine) => engine.queryTransfers(filter) };
+      return { ok: true, call: { op, filter } };
     }
   }
 }

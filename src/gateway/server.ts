@@ -14,7 +14,11 @@ import { WebSocketServer } from 'ws';
 import { createLogger, type Logger } from './log.ts';
 import type { LedgerEngine } from './ops.ts';
 import { CloseCode } from './protocol.ts';
-import { Session, type GatewayObserver, type SessionContext, type SessionLimits } from './session.ts';
+import { Session, type GatewayObserver, type InFlight, type SessionContext, type SessionLimits } from './session.ts';
+import { Deadlines } from '../client/deadlines.ts';
+
+/** How late past `request_timeout_ms` a request may be answered `timeout`. */
+const REQUEST_DEADLINE_SLOT_MS = 10;
 
 export type { GatewayObserver } from './session.ts';
 import type { TokenStore } from './tokens.ts';
@@ -127,6 +131,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     center: options.center ?? 'local',
     draining: () => draining,
     closed: (session) => sessions.delete(session),
+    deadlines: new Deadlines<InFlight>(REQUEST_DEADLINE_SLOT_MS, (entry) => entry.session.timedOut(entry)),
     ...(options.observer === undefined ? {} : { observer: options.observer }),
   };
   const refused = (reason: string): void => options.observer?.rejected(reason);
@@ -228,6 +233,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     for (const session of all) session.close(CloseCode.going_away, 'server shutting down');
     await Promise.all(all.map((s) => s.whenClosed()));
     server.closeAllConnections();
+    ctx.deadlines.clear();
     await stopped;
     logger.info('gateway closed');
   };

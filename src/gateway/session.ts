@@ -8,7 +8,7 @@
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { decodeFrame, encodeReply, type Frame } from './codec.ts';
-import { prepare, type LedgerEngine } from './ops.ts';
+import { callEngine, prepare, type LedgerEngine, type Prepared } from './ops.ts';
 import {
   CloseCode,
   EVENTS_PER_REQUEST_MAX,
@@ -17,10 +17,13 @@ import {
   hasScope,
   isLedgerOp,
   type ErrorCode,
+  type LedgerOp,
 } from './protocol.ts';
 import type { Principal, TokenStore } from './tokens.ts';
 import { Subscription, formatCursor, parseCursor, parseLedgers, readHeads, type FeedEngine } from './feed.ts';
 import type { ShardResult } from '../shard/messages.ts';
+// The client library's deadline slots: dependency-free, and the same trade (one timer, 10 ms slack).
+import { Deadlines, type Expiring } from '../client/deadlines.ts';
 
 export interface SessionLimits {
   frame_bytes_max: number;
@@ -45,6 +48,8 @@ export interface SessionContext {
   closed(session: Session): void;
   /** Told of every request's outcome (metrics); optional. */
   readonly observer?: GatewayObserver;
+  /** Request deadlines of every session, under one timer (`request_timeout_ms`). */
+  readonly deadlines: Deadlines<InFlight>;
 }
 
 /** What the gateway reports about its traffic (implemented by src/metrics). */
@@ -58,9 +63,12 @@ export interface GatewayObserver {
 type State = 'awaiting_hello' | 'open' | 'closing' | 'closed';
 
 /** One in-flight request; identity tells a late result from the result of a reused id. */
-interface InFlight {
+export interface InFlight extends Expiring {
   readonly id: number;
-  timer: NodeJS.Timeout;
+  readonly op: LedgerOp;
+  readonly session: Session;
+  /** performance.now() when its frame was read (metrics). */
+  readonly started_ms: number;
 }
 
 const U32_MAX = 0xffff_ffff;
@@ -272,17 +280,20 @@ export class Session {
   }
 
   private onRequest(frame: Frame): void {
-    const started = performance.now();
+    const started_ms = performance.now();
     const observer = this.ctx.observer;
     if (observer === undefined) {
-      this.handleRequest(frame, null);
+      this.handleRequest(frame, started_ms, null);
       return;
     }
-    this.handleRequest(frame, (op, outcome) => observer.request(op, outcome, (performance.now() - started) / 1000));
+    this.handleRequest(frame, started_ms, (op, outcome) => observer.request(op, outcome, (performance.now() - started_ms) / 1000));
   }
 
-  /** `done` is told the outcome of the request exactly once (when metrics are on). */
-  private handleRequest(frame: Frame, done: ((op: string, outcome: string) => void) | null): void {
+  /**
+   * `done` is told the outcome of a request answered here exactly once (when metrics are on); a
+   * request handed to the engine is told in `finish` instead, without a closure per request.
+   */
+  private handleRequest(frame: Frame, started_ms: number, done: ((op: string, outcome: string) => void) | null): void {
     const id = requestId(frame.id);
     if (id < 0) {
       this.sendError(0, 'invalid_request', describeId(frame.id), 'id');
@@ -337,7 +348,16 @@ export class Session {
       done?.(op, 'too_many_inflight');
       return;
     }
-    const prepared = prepare(op, frame);
+    let prepared: Prepared;
+    try {
+      prepared = prepare(op, frame);
+    } catch (error) {
+      // Decoding checks every value first; an encoder that still throws is a bug of ours.
+      this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
+      this.sendError(id, 'internal', 'internal error; see the server log');
+      done?.(op, 'internal');
+      return;
+    }
     if (!prepared.ok) {
       this.sendError(id, prepared.error, prepared.message, prepared.field);
       done?.(op, prepared.error);
@@ -350,39 +370,49 @@ export class Session {
     }
     let promise: Promise<ShardResult>;
     try {
-      promise = prepared.call(this.ctx.engine);
+      promise = callEngine(this.ctx.engine, prepared.call);
     } catch (error) {
       this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
       this.sendError(id, 'internal', 'internal error; see the server log');
       done?.(op, 'internal');
       return;
     }
-    const entry: InFlight = {
-      id,
-      timer: setTimeout(() => {
-        if (this.inflight.get(id) !== entry) return;
-        this.settle(entry);
-        this.log.warn({ op, id, timeout_ms: this.ctx.limits.request_timeout_ms }, 'request timed out');
-        this.sendError(id, 'timeout', `no result within ${this.ctx.limits.request_timeout_ms} ms; the outcome is unknown: resending the same events is safe`);
-        done?.(op, 'timeout');
-      }, this.ctx.limits.request_timeout_ms),
-    };
+    const entry: InFlight = { id, op, session: this, started_ms, deadline: undefined };
     this.inflight.set(id, entry);
+    this.ctx.deadlines.add(entry, this.ctx.limits.request_timeout_ms);
     promise.then(
-      (result) => {
-        if (this.inflight.get(id) !== entry) return; // timed out or closed: the late result is dropped
-        this.settle(entry);
-        this.sendResult(id, result);
-        done?.(op, 'error' in result ? result.error : 'ok');
-      },
-      (error: unknown) => {
-        if (this.inflight.get(id) !== entry) return;
-        this.settle(entry);
-        this.log.error({ err: error instanceof Error ? error.message : String(error), op }, 'engine call failed');
-        this.sendError(id, 'internal', 'internal error; see the server log');
-        done?.(op, 'internal');
-      },
+      (result) => this.onResult(entry, result),
+      (error: unknown) => this.onEngineError(entry, error),
     );
+  }
+
+  private onResult(entry: InFlight, result: ShardResult): void {
+    if (this.inflight.get(entry.id) !== entry) return; // timed out or closed: the late result is dropped
+    this.settle(entry);
+    this.sendResult(entry.id, result);
+    this.finish(entry, 'error' in result ? result.error : 'ok');
+  }
+
+  private onEngineError(entry: InFlight, error: unknown): void {
+    if (this.inflight.get(entry.id) !== entry) return;
+    this.settle(entry);
+    this.log.error({ err: error instanceof Error ? error.message : String(error), op: entry.op }, 'engine call failed');
+    this.sendError(entry.id, 'internal', 'internal error; see the server log');
+    this.finish(entry, 'internal');
+  }
+
+  /** The request's deadline passed (called by the gateway's shared deadlines). */
+  timedOut(entry: InFlight): void {
+    if (this.inflight.get(entry.id) !== entry) return;
+    this.settle(entry);
+    const timeout_ms = this.ctx.limits.request_timeout_ms;
+    this.log.warn({ op: entry.op, id: entry.id, timeout_ms }, 'request timed out');
+    this.sendError(entry.id, 'timeout', `no result within ${timeout_ms} ms; the outcome is unknown: resending the same events is safe`);
+    this.finish(entry, 'timeout');
+  }
+
+  private finish(entry: InFlight, outcome: string): void {
+    this.ctx.observer?.request(entry.op, outcome, (performance.now() - entry.started_ms) / 1000);
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -523,7 +553,7 @@ export class Session {
   }
 
   private settle(entry: InFlight): void {
-    clearTimeout(entry.timer);
+    Deadlines.remove(entry);
     this.inflight.delete(entry.id);
     if (this.inflight.size === 0 && this.idle_waiters.length > 0) {
       const waiters = this.idle_waiters;
@@ -625,7 +655,7 @@ export class Session {
     this.clearTimers();
     if (this.kill_timer !== null) clearTimeout(this.kill_timer);
     this.kill_timer = null;
-    for (const entry of this.inflight.values()) clearTimeout(entry.timer);
+    for (const entry of this.inflight.values()) Deadlines.remove(entry);
     this.inflight.clear();
     const waiters = this.idle_waiters;
     this.idle_waiters = [];
