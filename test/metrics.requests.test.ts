@@ -14,19 +14,24 @@ function sorted(text: string): Array<{ name: string; metrics: string[] }> {
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
-t.test('same exposition as prom-client for the same requests, also through the aggregator', async (t) => {
-  const reference = new Registry();
-  const counter = new Counter({ name: 'keel_requests_total', help: 'h1', labelNames: ['op', 'outcome'], registers: [reference] });
-  const histogram = new Histogram({ name: 'keel_request_seconds', help: 'h2', labelNames: ['op'], buckets: BUCKETS, registers: [reference] });
-  const ours = new Registry();
-  const metrics = new RequestMetrics({
+/** The gateway's two series, named as src/metrics/gateway.ts names them, in `registry`. */
+function ourMetrics(registry: Registry): RequestMetrics {
+  return new RequestMetrics({
     counter_name: 'keel_requests_total',
     counter_help: 'h1',
     histogram_name: 'keel_request_seconds',
     histogram_help: 'h2',
     buckets: BUCKETS,
-    registers: [ours],
+    registers: [registry],
   });
+}
+
+t.test('same exposition as prom-client for the same requests, also through the aggregator', async (t) => {
+  const reference = new Registry();
+  const counter = new Counter({ name: 'keel_requests_total', help: 'h1', labelNames: ['op', 'outcome'], registers: [reference] });
+  const histogram = new Histogram({ name: 'keel_request_seconds', help: 'h2', labelNames: ['op'], buckets: BUCKETS, registers: [reference] });
+  const ours = new Registry();
+  const metrics = ourMetrics(ours);
   // Edge values: on a bound (le is inclusive), below the first, above the last, zero.
   const samples: Array<[string, string, number]> = [
     ['create_transfers', 'ok', 0.001],
@@ -50,14 +55,7 @@ t.test('same exposition as prom-client for the same requests, also through the a
 
 t.test('reset empties both series, as prom-client does; counting goes on after it', async (t) => {
   const registry = new Registry();
-  const metrics = new RequestMetrics({
-    counter_name: 'keel_requests_total',
-    counter_help: 'h1',
-    histogram_name: 'keel_request_seconds',
-    histogram_help: 'h2',
-    buckets: BUCKETS,
-    registers: [registry],
-  });
+  const metrics = ourMetrics(registry);
   metrics.record('create_transfers', 'ok', 0.003);
   registry.resetMetrics();
   t.same(sorted(await registry.metrics()).map((f) => f.metrics.length), [0, 0], 'no samples after reset');
