@@ -410,12 +410,17 @@ export class Engine {
     });
   }
 
-  private scheduleGroupFlush(): void {
+  /** Wakes `close` once no cross-shard group is in flight or queued. */
+  private notifyGroupsIdle(): void {
     if (this.groups.size === 0 && this.group_queue.length === 0 && this.groups_idle_waiters.length > 0) {
       const waiters = this.groups_idle_waiters;
       this.groups_idle_waiters = [];
       for (const resolve of waiters) resolve();
     }
+  }
+
+  private scheduleGroupFlush(): void {
+    this.notifyGroupsIdle();
     if (this.group_flush_scheduled || this.groups.size > 0 || this.group_queue.length === 0) return;
     this.group_flush_scheduled = true;
     queueMicrotask(() => {
@@ -573,6 +578,7 @@ export class Engine {
     const waiting = this.group_queue.splice(0);
     this.group_queue_events = 0;
     for (const item of waiting) item.resolve({ error: 'unavailable', message: this.failure });
+    this.notifyGroupsIdle();
     // Groups still waiting for reads will never execute: their participants leave the barrier
     // (or skip the group) unapplied, and answer `unavailable`; a dead shard's handle answers too.
     for (const run of this.groups.values()) for (const participant of run.participants) this.handles[participant]?.groupAbort(run.gid);
