@@ -542,6 +542,22 @@ t.test('a duplicate in-flight id is refused; the deadline answers timeout', asyn
   c.close();
 });
 
+t.test('the observer hears of every request once, also of those cut off by a closed connection', async (t) => {
+  const heard: Array<[string, string]> = [];
+  const observer = { request: (op: string, outcome: string) => void heard.push([op, outcome]), rejected: () => undefined };
+  const g = await startGateway({ engine: stubEngine(null), tokens, port: 0, logger: quiet, request_timeout_ms: 60_000, observer });
+  t.teardown(() => g.close());
+  const c = await Raw.hello(g.address.url, ADMIN);
+  c.send({ id: 1, op: 'lookup_accounts', ids: [1] });
+  c.send({ id: 2, op: 'nope' });
+  await c.next();
+  c.close();
+  for (let i = 0; i < 100 && heard.length < 2; i++) await sleep(10);
+  t.same(heard.sort(), [['lookup_accounts', 'connection_closed'], ['unknown', 'unknown_op']]);
+  await sleep(50);
+  t.equal(heard.length, 2, 'nothing twice');
+});
+
 t.test('a late result after the deadline is dropped', async (t) => {
   const g = await startGateway({ engine: stubEngine(300), tokens, port: 0, logger: quiet, request_timeout_ms: 50 });
   t.teardown(() => g.close());

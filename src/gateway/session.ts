@@ -655,7 +655,11 @@ export class Session {
     this.clearTimers();
     if (this.kill_timer !== null) clearTimeout(this.kill_timer);
     this.kill_timer = null;
-    for (const entry of this.inflight.values()) Deadlines.remove(entry);
+    // Requests cut off by the close are counted too (their outcome is unknown to the client).
+    for (const entry of this.inflight.values()) {
+      Deadlines.remove(entry);
+      this.finish(entry, 'connection_closed');
+    }
     this.inflight.clear();
     const waiters = this.idle_waiters;
     this.idle_waiters = [];
