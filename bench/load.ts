@@ -489,7 +489,8 @@ export interface Report {
   two_phase_generated: number;
   cross_shard_requested: number;
   cross_shard_generated: number;
-  shards: number;
+  /** The engine's shard count as the bench placed accounts for it; null: attached without --shards. */
+  shards: number | null;
   transfers_sent: number;
   transfers_created: number;
   transfers_failed: number;
@@ -534,7 +535,7 @@ export function baseReport(
   bench: Report['bench'],
   target: string,
   o: CommonOptions,
-  shards: number,
+  shards: number | null,
   workload: Workload,
   r: RunResult,
   unknown_resolved: number,
@@ -605,6 +606,8 @@ export function printReport(rep: Report, title: string): void {
     'cross-shard',
     rep.bench === 'baseline-postgres'
       ? 'n/a: one PostgreSQL node'
+      : rep.shards === null
+      ? 'unknown: attached to an engine without --shards, so accounts were placed as for 1 shard and the bench cannot tell which transfers crossed shards (give --shards N, the engine\'s count)'
       : rep.shards === 1
       ? `none: the engine runs 1 shard, so every transfer is single-shard${rep.cross_shard_requested > 0 ? ` (--cross-shard ${rep.cross_shard_requested} had no effect)` : ''}`
       : `${fmt(rep.cross_shard_generated)} of the new transfers (${rep.cross_shard_requested * 100}% requested) over ${rep.shards} shards`,

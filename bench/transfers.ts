@@ -64,7 +64,9 @@ Engine options:
   --token TOKEN         token with ledger:read and ledger:write (default $KEEL_TOKEN); needed with --url
   --engine-pid PID      with --url: the engine's pid, to report its peak RSS (VmHWM) and CPU time
   --data DIR            start the engine on DIR instead of a temporary directory (kept afterwards)
-  --shards N            shards of the engine (passed to the engine it starts; default 1)
+  --shards N            shards of the engine: passed to the engine it starts (default 1); with --url,
+                        the attached engine's shard count (the bench cannot see it), so that
+                        --cross-shard places accounts right
   --account-base N      accounts get ids N+1..N+accounts (default 0)
   --id-base N           transfer ids start after N (default 1e9 for a fresh engine, a time-derived
                         base with --url or --data so that a rerun does not collide)
@@ -167,7 +169,7 @@ async function main(): Promise<number> {
     token: { type: 'string' },
     'engine-pid': { type: 'string' },
     data: { type: 'string' },
-    shards: { type: 'string', default: '1' },
+    shards: { type: 'string' },
     'account-base': { type: 'string', default: '0' },
     'id-base': { type: 'string' },
   });
@@ -176,7 +178,10 @@ async function main(): Promise<number> {
     return 0;
   }
   const o = commonOptions(values, { batch: EVENTS_PER_REQUEST_MAX, connections: 1, inflight: 4, batch_max: EVENTS_PER_REQUEST_MAX });
-  const shards = int('shards', str(values, 'shards'), 1, 1, 1024);
+  const shards_text = str(values, 'shards');
+  const shards = int('shards', shards_text ?? '1', 1, 1, 1024);
+  // Attached to a running engine, the bench cannot see its shard count: --shards must say it.
+  const shards_known = shards_text !== undefined || str(values, 'url') === undefined;
   const url_option = str(values, 'url');
   const data_option = str(values, 'data');
   if (url_option !== undefined && data_option !== undefined) throw new UsageError('--data starts an engine; --url attaches to one: give one of them');
@@ -189,7 +194,9 @@ async function main(): Promise<number> {
   // 2^32 ids per run and stays below 2^63.
   const id_base = id_base_text !== undefined ? BigInt(id_base_text) : fresh ? 1_000_000_000n : BigInt(Math.floor(Date.now() / 1000)) << 32n;
   const notes: string[] = [];
-  if (shards === 1 && o.cross_shard > 0) {
+  if (!shards_known) {
+    notes.push('attached without --shards: accounts are placed as for 1 shard; give --shards N (the engine\'s shard count) for --cross-shard to apply and be reported');
+  } else if (shards === 1 && o.cross_shard > 0) {
     notes.push(`the engine runs 1 shard: every transfer is single-shard, so --cross-shard ${o.cross_shard} has no effect`);
   }
 
@@ -353,7 +360,7 @@ async function main(): Promise<number> {
 
     const server_peak = peakRssMiB(engine.pid);
     const report: Report = {
-      ...baseReport('transfers', `keel ${engine.url}`, o, shards, workload, result, unknown_resolved, warm),
+      ...baseReport('transfers', `keel ${engine.url}`, o, shards_known ? shards : null, workload, result, unknown_resolved, warm),
       server_peak_rss_mb: server_peak,
       server_memory_kind: 'VmHWM',
       server_cpu_s: cpu0 === null || cpu1 === null ? null : Number((cpu1 - cpu0).toFixed(1)),

@@ -3,8 +3,14 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Engine } from '../src/shard/engine.ts';
+import { TokenStore } from '../src/gateway/tokens.ts';
+import { startGateway } from '../src/gateway/server.ts';
+import { createLogger } from '../src/gateway/log.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -24,7 +30,7 @@ interface BenchReport {
   transfers_failed: number;
   balance_mismatches: number;
   accounts_checked: number;
-  shards: number;
+  shards: number | null;
   cross_shard_generated: number;
   notes: string[];
   latency_ms: { p50: number; p99: number; max: number };
@@ -83,4 +89,35 @@ t.test('bench/engine: 2 shards in process, half the transfers cross-shard, --jso
   t.equal(report.transfers, 300);
   t.equal(report.failed, 0, 'every transfer created');
   t.ok(report.cross_shard_groups >= 1 && report.cross_shard_share > 0.3, 'cross-shard transfers ran as groups');
+});
+
+t.test('bench/transfers attached with --url: --shards says the engine\'s count, else the report says it is unknown', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-bench-url-'));
+  const engine = await Engine.start({ data_dir: dir, shards: 2, queue_events_max: 1_000_000 });
+  const opened = TokenStore.open(dir);
+  if (!opened.ok) throw new Error(opened.message);
+  const token = opened.value.create('bench', ['ledger:read', 'ledger:write']);
+  if (!token.ok) throw new Error('token');
+  const gateway = await startGateway({ engine, tokens: opened.value, port: 0, logger: createLogger('silent') });
+  t.teardown(async () => {
+    await gateway.close();
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const common = ['--url', gateway.address.url, '--token', token.value.token, '--transfers', '1000', '--batch', '100', '--cross-shard', '0.5', '--json'];
+
+  const blind = await bench([...common, '--accounts', '100', '--account-base', '0']);
+  t.equal(blind.code, 0, blind.stderr);
+  const blind_report = JSON.parse(blind.stdout.trim()) as BenchReport;
+  t.equal(blind_report.shards, null, 'the shard count is reported unknown, not 1');
+  t.match(blind_report.notes.join('\n'), /attached without --shards/);
+  t.equal(blind_report.balance_mismatches, 0);
+
+  const told = await bench([...common, '--accounts', '100', '--account-base', '1000', '--shards', '2']);
+  t.equal(told.code, 0, told.stderr);
+  const told_report = JSON.parse(told.stdout.trim()) as BenchReport;
+  t.equal(told_report.shards, 2);
+  t.ok(told_report.cross_shard_generated > 300, `${told_report.cross_shard_generated} of 1,000 transfers cross shards`);
+  t.equal(told_report.transfers_created, 1000);
+  t.equal(told_report.balance_mismatches, 0);
 });
