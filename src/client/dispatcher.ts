@@ -9,7 +9,7 @@
 
 import { encodeFrame } from './codec.ts';
 import { backoffOf, delayOf, type Backoff, type ReconnectOptions } from './backoff.ts';
-import { regroup, Request, splitResult, type Call, type CreateCall, type Op } from './batch.ts';
+import { regroup, Request, splitResult, type Call, type CreateCall, type CreateOp, type Op } from './batch.ts';
 import { Deadlines } from './deadlines.ts';
 import { KeelError, serverError } from './errors.ts';
 import { parseCreate, type Fields, type Limits } from './replies.ts';
@@ -35,15 +35,9 @@ export interface DispatcherOptions {
 const U32_MAX = 0xffff_ffff;
 
 /** Keys of open batches of imported events (normal ones use the op): no string built per call. */
-const IMPORTED_KEYS: Readonly<Record<Op, string>> = {
+const IMPORTED_KEYS: Readonly<Record<CreateOp, string>> = {
   create_accounts: 'create_accounts:imported',
   create_transfers: 'create_transfers:imported',
-  lookup_accounts: 'lookup_accounts:imported',
-  lookup_transfers: 'lookup_transfers:imported',
-  get_account_transfers: 'get_account_transfers:imported',
-  get_account_balances: 'get_account_balances:imported',
-  query_accounts: 'query_accounts:imported',
-  query_transfers: 'query_transfers:imported',
 };
 
 /** How late past its timeout a call may fail with `timeout`. */
@@ -143,7 +137,7 @@ export class Dispatcher {
 
   private enqueue(op: Op, call: Call): boolean {
     if (call.kind === 'create') {
-      const key = call.imported ? IMPORTED_KEYS[op] : op;
+      const key = call.imported ? IMPORTED_KEYS[op as CreateOp] : op; // a create call comes with a create op
       const open = this.open_batches.get(key);
       if (open !== undefined && open.accepts(call, op, this.batch_limit)) {
         open.add(call);

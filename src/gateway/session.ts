@@ -280,63 +280,58 @@ export class Session {
   }
 
   private onRequest(frame: Frame): void {
-    const started_ms = performance.now();
-    const observer = this.ctx.observer;
-    if (observer === undefined) {
-      this.handleRequest(frame, started_ms, null);
-      return;
-    }
-    this.handleRequest(frame, started_ms, (op, outcome) => observer.request(op, outcome, (performance.now() - started_ms) / 1000));
+    this.handleRequest(frame, performance.now());
   }
 
-  /**
-   * `done` is told the outcome of a request answered here exactly once (when metrics are on); a
-   * request handed to the engine is told in `finish` instead, without a closure per request.
-   */
-  private handleRequest(frame: Frame, started_ms: number, done: ((op: string, outcome: string) => void) | null): void {
+  /** Tells the observer (metrics) a request's outcome: exactly once per request, on every path. */
+  private report(op: string, outcome: string, started_ms: number): void {
+    this.ctx.observer?.request(op, outcome, (performance.now() - started_ms) / 1000);
+  }
+
+  private handleRequest(frame: Frame, started_ms: number): void {
     const id = requestId(frame.id);
     if (id < 0) {
       this.sendError(0, 'invalid_request', describeId(frame.id), 'id');
-      done?.('invalid', 'invalid_request');
+      this.report('invalid', 'invalid_request', started_ms);
       return;
     }
     const op = frame.op;
     if (typeof op !== 'string') {
       this.sendError(id, 'invalid_request', op === undefined ? 'op is required (a string)' : 'op must be a string', 'op');
-      done?.('invalid', 'invalid_request');
+      this.report('invalid', 'invalid_request', started_ms);
       return;
     }
     if (op === 'hello') {
       this.sendError(id, 'invalid_request', 'already authenticated: hello is only the first request', 'op');
-      done?.('hello', 'invalid_request');
+      this.report('hello', 'invalid_request', started_ms);
       return;
     }
     if (op === 'subscribe' || op === 'unsubscribe') {
-      this.handleFeed(op, id, frame, done);
+      this.handleFeed(op, id, frame, started_ms);
       return;
     }
     if (!isLedgerOp(op)) {
       const shown = JSON.stringify(op.slice(0, 64));
       const message = `unknown op ${shown}; known ops: hello, subscribe, unsubscribe, ${Object.keys(LEDGER_OPS).join(', ')}`;
       this.sendError(id, 'unknown_op', message);
-      done?.('unknown', 'unknown_op');
+      this.report('unknown', 'unknown_op', started_ms);
       return;
     }
     const principal = this.principal as Principal;
     const scope = LEDGER_OPS[op];
     if (!hasScope(principal.scopes, scope)) {
       this.sendError(id, 'forbidden', `${op} needs scope ${scope}; token ${principal.name} has ${principal.scopes.join(', ')}`);
-      done?.(op, 'forbidden');
+      this.report(op, 'forbidden', started_ms);
       return;
     }
     if (this.inflight.has(id)) {
       this.sendError(id, 'invalid_request', `id ${id} is already in flight on this connection; ids must be unique among in-flight requests`, 'id');
-      done?.(op, 'invalid_request');
+      this.report(op, 'invalid_request', started_ms);
       return;
     }
     if (this.ctx.draining()) {
       this.sendError(id, 'unavailable', 'the server is shutting down; retry on another connection');
-      done?.(op, 'unavailable');
+      this.report(op, 'unavailable', started_ms);
       return;
     }
     if (this.inflight.size >= this.ctx.limits.inflight_per_connection) {
@@ -345,38 +340,32 @@ export class Session {
         'too_many_inflight',
         `${this.inflight.size} requests are in flight on this connection (limit ${this.ctx.limits.inflight_per_connection}); wait for replies`,
       );
-      done?.(op, 'too_many_inflight');
+      this.report(op, 'too_many_inflight', started_ms);
       return;
     }
+    // Decoding checks every value first: an encoder or engine call that still throws is a bug of ours.
     let prepared: Prepared;
+    let promise: Promise<ShardResult> | null = null;
     try {
       prepared = prepare(op, frame);
+      if (prepared.ok && 'call' in prepared) promise = callEngine(this.ctx.engine, prepared.call);
     } catch (error) {
-      // Decoding checks every value first; an encoder that still throws is a bug of ours.
       this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
       this.sendError(id, 'internal', 'internal error; see the server log');
-      done?.(op, 'internal');
+      this.report(op, 'internal', started_ms);
       return;
     }
     if (!prepared.ok) {
       this.sendError(id, prepared.error, prepared.message, prepared.field);
-      done?.(op, prepared.error);
+      this.report(op, prepared.error, started_ms);
       return;
     }
     if ('result' in prepared) {
       this.sendResult(id, prepared.result);
-      done?.(op, 'error' in prepared.result ? prepared.result.error : 'ok');
+      this.report(op, 'error' in prepared.result ? prepared.result.error : 'ok', started_ms);
       return;
     }
-    let promise: Promise<ShardResult>;
-    try {
-      promise = callEngine(this.ctx.engine, prepared.call);
-    } catch (error) {
-      this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
-      this.sendError(id, 'internal', 'internal error; see the server log');
-      done?.(op, 'internal');
-      return;
-    }
+    if (promise === null) throw new Error('unreachable: a prepared call without its promise');
     const entry: InFlight = { id, op, session: this, started_ms, deadline: undefined };
     this.inflight.set(id, entry);
     this.ctx.deadlines.add(entry, this.ctx.limits.request_timeout_ms);
@@ -390,7 +379,7 @@ export class Session {
     if (this.inflight.get(entry.id) !== entry) return; // timed out or closed: the late result is dropped
     this.settle(entry);
     this.sendResult(entry.id, result);
-    this.finish(entry, 'error' in result ? result.error : 'ok');
+    this.report(entry.op, 'error' in result ? result.error : 'ok', entry.started_ms);
   }
 
   private onEngineError(entry: InFlight, error: unknown): void {
@@ -398,7 +387,7 @@ export class Session {
     this.settle(entry);
     this.log.error({ err: error instanceof Error ? error.message : String(error), op: entry.op }, 'engine call failed');
     this.sendError(entry.id, 'internal', 'internal error; see the server log');
-    this.finish(entry, 'internal');
+    this.report(entry.op, 'internal', entry.started_ms);
   }
 
   /** The request's deadline passed (called by the gateway's shared deadlines). */
@@ -408,20 +397,16 @@ export class Session {
     const timeout_ms = this.ctx.limits.request_timeout_ms;
     this.log.warn({ op: entry.op, id: entry.id, timeout_ms }, 'request timed out');
     this.sendError(entry.id, 'timeout', `no result within ${timeout_ms} ms; the outcome is unknown: resending the same events is safe`);
-    this.finish(entry, 'timeout');
-  }
-
-  private finish(entry: InFlight, outcome: string): void {
-    this.ctx.observer?.request(entry.op, outcome, (performance.now() - entry.started_ms) / 1000);
+    this.report(entry.op, 'timeout', entry.started_ms);
   }
 
   // -------------------------------------------------------------------------------------------------
   // Change feed (PROTOCOL.md section 5).
 
-  private handleFeed(op: 'subscribe' | 'unsubscribe', id: number, frame: Frame, done: ((op: string, outcome: string) => void) | null): void {
+  private handleFeed(op: 'subscribe' | 'unsubscribe', id: number, frame: Frame, started_ms: number): void {
     const fail = (error: ErrorCode, message: string, field?: string): void => {
       this.sendError(id, error, message, field);
-      done?.(op, error);
+      this.report(op, error, started_ms);
     };
     const principal = this.principal as Principal;
     if (!hasScope(principal.scopes, 'subscribe')) {
@@ -451,7 +436,7 @@ export class Session {
       found.stop();
       this.subscriptions.delete(subscription);
       this.send({ id });
-      done?.(op, 'ok');
+      this.report(op, 'ok', started_ms);
       return;
     }
     if (this.subscriptions.size + this.subscribing >= SUBSCRIPTIONS_MAX) {
@@ -507,7 +492,7 @@ export class Session {
               message: `cursor is older than the feed's retention (shard ${shard} serves from transfer ${heads.floor[shard]}, the cursor says ${positions[shard]}); resume from oldest, and consider the transfers in between lost to this consumer`,
               oldest,
             });
-            done?.(op, 'cursor_expired');
+            this.report(op, 'cursor_expired', started_ms);
             return;
           }
           const head = heads.heads[shard];
@@ -544,7 +529,7 @@ export class Session {
       // `cursor` (an extension, docs/change-feed.md): where the subscription starts, so a client
       // that drops before the first push resumes without a gap.
       this.send({ id, subscription: subscription_id, cursor: subscription.cursor });
-      done?.(op, 'ok');
+      this.report(op, 'ok', started_ms);
       void subscription.run();
     }, (error: unknown) => {
       this.log.error({ err: error instanceof Error ? error.message : String(error) }, 'subscribe failed');
@@ -658,7 +643,7 @@ export class Session {
     // Requests cut off by the close are counted too (their outcome is unknown to the client).
     for (const entry of this.inflight.values()) {
       Deadlines.remove(entry);
-      this.finish(entry, 'connection_closed');
+      this.report(entry.op, 'connection_closed', entry.started_ms);
     }
     this.inflight.clear();
     const waiters = this.idle_waiters;
