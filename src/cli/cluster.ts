@@ -5,7 +5,7 @@
 import { inspectCluster, type ClusterView } from '../replication/coordinator.ts';
 import { PARTITIONS } from '../shard/partition.ts';
 import type { ClusterStatusArgs } from './args.ts';
-import type { Io } from './io.ts';
+import { table, type Io } from './io.ts';
 import { parseSamples } from './status.ts';
 
 export interface CenterHealth {
@@ -125,7 +125,6 @@ export async function runClusterStatus(args: ClusterStatusArgs, io: Io): Promise
       c.gateway ?? '-',
     ]);
   }
-  const widths = rows[0].map((_, k) => Math.max(...rows.map((row) => row[k].length)));
-  for (const row of rows) io.out(`  ${row.map((cell, k) => cell.padEnd(widths[k])).join('  ').trimEnd()}`);
+  for (const line of table(rows)) io.out(`  ${line}`);
   return status.health === 'ok' ? 0 : 3;
 }

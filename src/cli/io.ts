@@ -10,3 +10,10 @@ export const processIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
 };
+
+/** Rows as aligned columns, two spaces apart (the last column unpadded): one line per row. */
+export function table(rows: readonly string[][]): string[] {
+  if (rows.length === 0) return [];
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
+  return rows.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd());
+}

@@ -2,7 +2,7 @@
 // (the same numbers Prometheus sees), for an operator at a terminal or a script (--json).
 
 import type { StatusArgs } from './args.ts';
-import type { Io } from './io.ts';
+import { table, type Io } from './io.ts';
 
 export interface ShardStatus {
   shard: number;
@@ -125,7 +125,6 @@ export async function runStatus(args: StatusArgs, io: Io): Promise<number> {
       s.last_commit_age_s === null ? 'never' : `${s.last_commit_age_s.toFixed(1)} s ago`,
     ]);
   }
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
-  for (const row of rows) io.out(`  ${row.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()}`);
+  for (const line of table(rows)) io.out(`  ${line}`);
   return 0;
 }

@@ -5,15 +5,10 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseScopes, TokenStore, type TokenRecord } from '../gateway/tokens.ts';
 import type { TokenArgs } from './args.ts';
-import type { Io } from './io.ts';
+import { table, type Io } from './io.ts';
 
 function publicRecord(r: TokenRecord): { name: string; scopes: string[]; created_at: string; revoked_at: string | null } {
   return { name: r.name, scopes: r.scopes, created_at: r.created_at, revoked_at: r.revoked_at };
-}
-
-function table(rows: string[][]): string[] {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
-  return rows.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]))).join('  '));
 }
 
 /** Returns the exit code. */

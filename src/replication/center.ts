@@ -16,7 +16,7 @@ import type { LogHeadWire, ShardResult } from '../shard/messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import type { AccountFilter, QueryFilter } from '../ledger/types.ts';
 import { LogOp, LogStore, decodeEntry, entryHeader } from '../storage/log.ts';
-import { decodeGroupEntry } from '../shard/group.ts';
+import { groupEntryHeader } from '../shard/group.ts';
 import type { ClusterSnapshot } from '../metrics/cluster.ts';
 import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES } from '../storage/codec.ts';
 import { EVENTS_PER_REQUEST_MAX } from '../ledger/types.ts';
@@ -84,14 +84,13 @@ export class Center {
   private follower: ReplicaFollower | null = null;
   private state: GroupState;
   /** The newest epoch seen (etcd or a leader's welcome). */
-  private epoch_known: number;
   private transition: Promise<void> = Promise.resolve();
   private poll: NodeJS.Timeout | null = null;
   private closed = false;
   private polling = false;
   private readonly committed_listeners = new Set<(shard: number) => void>();
   private engine_unlisten: (() => void) | null = null;
-  readonly stats = { failovers: 0, truncations: 0, rebuilds: 0, last_takeover_ms: 0 };
+  readonly stats = { failovers: 0, truncations: 0, rebuilds: 0 };
 
   private constructor(options: CenterOptions, coordinator: Coordinator, server: Server, wss: WebSocketServer, state: GroupState) {
     this.options = options;
@@ -99,7 +98,6 @@ export class Center {
     this.server = server;
     this.wss = wss;
     this.state = state;
-    this.epoch_known = state.epoch;
     wss.on('connection', (ws) => this.onConnection(ws));
   }
 
@@ -193,7 +191,7 @@ export class Center {
     const status = this.status();
     return {
       leading: status.role === 'leader',
-      epoch: Math.max(status.epoch, this.epoch_known),
+      epoch: Math.max(status.epoch, this.state.epoch),
       isr_size: status.isr.length,
       min_isr: status.min_isr,
       commit: status.commit,
@@ -221,7 +219,6 @@ export class Center {
       const read = await this.coordinator.read(GROUP);
       if (read === null) return this.options.on_fatal('the cluster state disappeared from etcd');
       this.state = read.state;
-      if (read.state.epoch > this.epoch_known) this.epoch_known = read.state.epoch;
       if (this.role === 'leader') {
         if (read.state.leader !== this.options.cluster.center || read.state.epoch !== this.leader?.epoch) this.stepDown(`epoch ${read.state.epoch} is led by ${read.state.leader}`);
         return;
@@ -238,7 +235,6 @@ export class Center {
         }
         if (taken.ok) {
           this.state = taken.state;
-          this.epoch_known = taken.state.epoch;
           this.lead_generation = generation;
           await this.become('leader', taken.state.epoch);
         } else if (taken.reason !== this.last_refusal) {
@@ -279,7 +275,7 @@ export class Center {
         cluster: cluster.cluster,
         secret: cluster.secret,
         center: cluster.center,
-        epoch: this.epoch_known,
+        epoch: this.state.epoch,
         on_truncate: (agree) => this.truncate(agree),
         staging_dir: join(this.options.engine.data_dir, REBUILD_DIR),
         on_rebuilt: (shards) => this.rebuilt(shards),
@@ -337,8 +333,7 @@ export class Center {
         const groups = await Promise.all(Array.from({ length: this.shard_count }, (_, shard) => engine.groupPositions(shard, engine.committed(shard) + 1)));
         leader.attach(engine, groups);
         this.stats.failovers++;
-        this.stats.last_takeover_ms = performance.now() - started;
-        this.event('leading', { epoch, isr: this.state.isr, in_place, cut_entries, ready_ms: Math.round(this.stats.last_takeover_ms) });
+        this.event('leading', { epoch, isr: this.state.isr, in_place, cut_entries, ready_ms: Math.round(performance.now() - started) });
       } else {
         await this.openEngine('follower', 1);
       }
@@ -424,7 +419,7 @@ export class Center {
         const parsed = decodeEntry(entry, undefined);
         const log = LogStore.open({ path: join(staged, 'log') });
         try {
-          await log.seed(entry, parsed.op === LogOp.group ? decodeGroupEntry(parsed.body).gid : 0);
+          await log.seed(entry, parsed.op === LogOp.group ? groupEntryHeader(parsed.body).gid : 0);
         } finally {
           await log.close();
         }

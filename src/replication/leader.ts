@@ -6,10 +6,10 @@
 
 import type { WebSocket } from 'ws';
 import type { Engine } from '../shard/engine.ts';
-import type { LogHeadWire } from '../shard/messages.ts';
+import { SHIP_ENTRIES_MAX, type LogHeadWire } from '../shard/messages.ts';
 import type { Coordinator, GroupState } from './coordinator.ts';
 import { encodeMessage, type LeaderMessage } from './wire.ts';
-import { ENTRY_HEADER_BYTES, LogOp, entryHeader } from '../storage/log.ts';
+import { ENTRY_HEADER_BYTES, LogOp, entryHeader, entryOp } from '../storage/log.ts';
 import { groupEntryHeader } from '../shard/group.ts';
 
 export interface LeaderOptions {
@@ -29,8 +29,6 @@ export interface LeaderOptions {
 
 /** Entries sent but not acknowledged, per follower and shard, before the leader waits. */
 const WINDOW_ENTRIES = 256;
-/** Entries per shipment. */
-const SHIP_ENTRIES_MAX = 64;
 /** Recent entries kept in memory per shard for shipping (older ones are read from the log). */
 const RECENT_ENTRIES_MAX = 1024;
 const RECENT_BYTES_MAX = 64 << 20;
@@ -145,7 +143,7 @@ export class ReplicaLeader {
       const bytes = entries[k];
       recent.entries.push(bytes);
       recent.bytes += bytes.byteLength;
-      if (bytes[6] === LogOp.group) {
+      if (entryOp(bytes) === LogOp.group) {
         const { gid, participants } = groupEntryHeader(bytes.subarray(ENTRY_HEADER_BYTES));
         this.noteGroup(shard, first + k, gid, participants);
       }

@@ -188,6 +188,9 @@ export interface ShardWorkerData {
 export const packr = new Packr({ useRecords: false, int64AsType: 'bigint', moreTypes: false });
 
 /** Packs into a fresh ArrayBuffer that can be transferred (msgpackr reuses its own buffer). */
+/** Log entries per shipment, worker to main thread and leader to follower (a full batch entry is about 590 KiB). */
+export const SHIP_ENTRIES_MAX = 64;
+
 export function packTransferable(value: unknown): ArrayBuffer {
   const packed = packr.pack(value);
   const buffer = new ArrayBuffer(packed.byteLength);

@@ -25,6 +25,7 @@ import {
   type GroupEntryWire,
   type CreateRequest,
   runsOf,
+  SHIP_ENTRIES_MAX,
 } from './messages.ts';
 
 const port = parentPort;
@@ -41,8 +42,6 @@ let role = data.role;
 /** A leader's last position handed to the main thread for shipping. */
 let shipped = 0;
 let ship_scheduled = false;
-/** Entries per `entries` message (a full batch entry is about 590 KiB). */
-const SHIP_ENTRIES_MAX = 64;
 
 function scheduleShip(): void {
   if (ship_scheduled) return;
@@ -314,9 +313,7 @@ function abortGroup(gid: number): void {
     barrier = null;
     shard.groupRelease();
     reply(id, { error: 'unavailable', message: `cross-shard group ${gid} was abandoned: a participant stopped` });
-    const waiting = backlog;
-    backlog = [];
-    handleAll(waiting);
+    drainBacklog();
     return;
   }
   aborted.add(gid);
@@ -343,9 +340,7 @@ function execGroup(gid: number, read_sets: Uint8Array[]): void {
   } catch (error) {
     reply(id, failure(error));
   }
-  const waiting = backlog;
-  backlog = [];
-  handleAll(waiting);
+  drainBacklog();
 }
 
 let drain_scheduled = false;
@@ -474,9 +469,10 @@ port.on('message', (message: ToWorker) => {
     scheduleDrain();
     return;
   }
-  // Anything else sees every request that arrived before it applied (close, above all, finishes
-  // them), as it did when requests were applied on arrival.
-  if (drain_scheduled) drainBacklog();
+  // Anything else but a commit position sees every request that arrived before it applied (close,
+  // above all, finishes them), as when requests were applied on arrival. A commit position (one per
+  // replica acknowledgement on a leader) only schedules the drain, so that requests keep merging.
+  if (message.type !== 'commit' && drain_scheduled) drainBacklog();
   if (message.type === 'commit') {
     try {
       shard.setCommitted(message.position);
@@ -485,11 +481,7 @@ port.on('message', (message: ToWorker) => {
       return;
     }
     // A replicated checkpoint held new requests until everything applied was committed.
-    if (barrier === null && !shard.checkpoint_wanted && backlog.length > 0) {
-      const waiting = backlog;
-      backlog = [];
-      handleAll(waiting);
-    }
+    if (backlog.length > 0) scheduleDrain();
   } else if (message.type === 'replica_append') {
     replicaAppend(message.entries, message.tag);
   } else if (message.type === 'group_positions') {

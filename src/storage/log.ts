@@ -91,6 +91,11 @@ export interface EntryHeader {
   prev_checksum: number;
 }
 
+/** A stored entry's op, from its head alone (no checksum check: for entries already verified). */
+export function entryOp(bytes: Uint8Array): number {
+  return bytes[6];
+}
+
 /** The header fields of a stored entry (its header checksum verified). */
 export function entryHeader(bytes: Uint8Array): EntryHeader {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -424,7 +429,7 @@ export function encodeEntry(
   const bytes = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + body_bytes);
   bytes.writeUInt32LE(MAGIC, 0);
   bytes.writeUInt16LE(FORMAT_VERSION, 4);
-  bytes.writeUInt8(op, 6);
+  bytes.writeUInt8(op, 6); // entryOp reads it here
   bytes.writeUInt8(runs === null ? 0 : FLAG_RUNS, 7);
   bytes.writeBigUInt64LE(BigInt(position), 8);
   bytes.writeBigUInt64LE(BigInt(epoch), 16);
