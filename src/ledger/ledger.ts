@@ -109,6 +109,11 @@ export class Ledger {
 
   private readonly account_index = new Map<bigint, AccountIndex>();
   private readonly accounts_by_time: Account[] = [];
+  /**
+   * A seeded partial ledger takes its accounts in read order and sorts them by timestamp only if
+   * execution asks (imports, a rolled-back account): most groups never do.
+   */
+  private accounts_unsorted = false;
   private readonly accounts_by_user_data_64 = new Map<bigint, Account[]>();
   private readonly accounts_by_user_data_32 = new Map<number, Account[]>();
   private readonly accounts_by_ledger = new Map<number, Account[]>();
@@ -276,7 +281,7 @@ export class Ledger {
 
   /** Whether any account or transfer here has this timestamp. */
   hasObjectTimestamp(timestamp: bigint): boolean {
-    return hasTimestamp(this.accounts_by_time, timestamp) || hasTimestamp(this.transfers_by_time, timestamp);
+    return hasTimestamp(this.accountsByTime(), timestamp) || hasTimestamp(this.transfers_by_time, timestamp);
   }
 
   private execute(events: readonly (AccountInput | TransferInput)[], timestamp: bigint, stamps: bigint[] | null, transfers: boolean): CreateResult {
@@ -773,13 +778,13 @@ export class Ledger {
     this.scope_transfers.length = 0;
     this.scope_open = false;
     // The chain's timestamps stay consumed, but the maxima must not keep a discarded object's.
-    this.account_timestamp_max = this.recomputeMax(this.accounts_by_time, this.account_timestamp_max, this.seeded_account_timestamp_max);
+    this.account_timestamp_max = this.recomputeMax(this.accountsByTime(), this.account_timestamp_max, this.seeded_account_timestamp_max);
     this.transfer_timestamp_max = this.recomputeMax(this.transfers_by_time, this.transfer_timestamp_max, this.seeded_transfer_timestamp_max);
   }
 
   /** An imported transfer must follow every transfer and must not share an account's timestamp. */
   private importedTimestampRegresses(timestamp: bigint): boolean {
-    return timestamp <= this.transfer_timestamp_max || hasTimestamp(this.accounts_by_time, timestamp) || this.timestamps_taken.has(timestamp);
+    return timestamp <= this.transfer_timestamp_max || hasTimestamp(this.accountsByTime(), timestamp) || this.timestamps_taken.has(timestamp);
   }
 
   private recomputeMax(items: readonly { timestamp: bigint }[], current: bigint, floor: bigint): bigint {
@@ -790,13 +795,14 @@ export class Ledger {
 
   private indexAccount(account: Account): void {
     this.accounts_by_time.push(account);
-    // A partial ledger never lists an account's transfers (see indexTransfer): no arrays for them.
+    // A partial ledger never lists an account's transfers or history (see indexTransfer: its
+    // history goes to the log the participants adopt from), so it keeps no index entry.
+    if (this.partial) return;
     this.account_index.set(account.id, {
-      debits: this.partial ? NO_TRANSFERS : [],
-      credits: this.partial ? NO_TRANSFERS : [],
+      debits: [],
+      credits: [],
       history: (account.flags & AccountFlags.history) !== 0 ? [] : null,
     });
-    if (this.partial) return;
     if (account.user_data_64 !== 0n) pushIndexed(this.accounts_by_user_data_64, account.user_data_64, account);
     if (account.user_data_32 !== 0) pushIndexed(this.accounts_by_user_data_32, account.user_data_32, account);
     pushIndexed(this.accounts_by_ledger, account.ledger, account);
@@ -900,7 +906,7 @@ export class Ledger {
 
   queryAccounts(filter: QueryFilter): Account[] {
     if (!validQueryFilter(filter)) return [];
-    const candidates = this.pickIndex<Account>(filter, this.accounts_by_time, this.accounts_by_user_data_64, this.accounts_by_user_data_32, this.accounts_by_ledger, this.accounts_by_code);
+    const candidates = this.pickIndex<Account>(filter, this.accountsByTime(), this.accounts_by_user_data_64, this.accounts_by_user_data_32, this.accounts_by_ledger, this.accounts_by_code);
     return scanQuery(candidates, filter).map((account) => ({ ...account }));
   }
 
@@ -956,6 +962,14 @@ export class Ledger {
 
   /** All accounts in timestamp order (read-only view: do not mutate). */
   accountsInOrder(): readonly Account[] {
+    return this.accountsByTime();
+  }
+
+  private accountsByTime(): Account[] {
+    if (this.accounts_unsorted) {
+      this.accounts_by_time.sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
+      this.accounts_unsorted = false;
+    }
     return this.accounts_by_time;
   }
 
@@ -1016,12 +1030,12 @@ export class Ledger {
   seed(read: SeedInput): void {
     assert(this.accounts.size === 0 && this.transfers.size === 0, 'seed into an empty ledger');
     this.partial = true;
-    const accounts = [...read.accounts].sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
-    for (const account of accounts) {
-      assert(!this.accounts.has(account.id), 'an account is read from one shard only');
+    for (const account of read.accounts) {
       this.accounts.set(account.id, account);
       this.indexAccount(account);
     }
+    assert(this.accounts.size === read.accounts.length, 'an account is read from one shard only');
+    this.accounts_unsorted = true;
     // Existing transfers serve only the exists checks and pending lookups: they are not indexed.
     for (const transfer of read.transfers) {
       if (!this.transfers.has(transfer.id)) this.transfers.set(transfer.id, transfer);
@@ -1091,7 +1105,6 @@ export class Ledger {
       const dr_index = this.account_index.get(transfer.debit_account_id);
       const cr_index = this.account_index.get(transfer.credit_account_id);
       if (dr_index === undefined && cr_index === undefined) continue;
-      assert(!this.transfers.has(transfer.id), 'adopted transfer is new');
       this.storeTransfer(transfer);
       dr_index?.debits.push(transfer);
       cr_index?.credits.push(transfer);
@@ -1126,7 +1139,10 @@ export class Ledger {
 
   /** Stores a transfer that is already final (restored, or adopted from a group) with its query indexes. */
   private storeTransfer(transfer: Transfer): void {
+    // The size check asserts the id is new without a second lookup in a map of millions.
+    const size = this.transfers.size;
     this.transfers.set(transfer.id, transfer);
+    assert(this.transfers.size === size + 1, 'a stored transfer is new');
     if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
     this.transfers_by_time.push(transfer);
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
@@ -1189,8 +1205,6 @@ interface QueryFiltered {
 }
 
 const EMPTY: Transfer[] = [];
-/** Shared by every account of a partial ledger, which never appends to it. */
-const NO_TRANSFERS: Transfer[] = Object.freeze([]) as unknown as Transfer[];
 
 function scanQuery<T extends QueryFiltered>(items: readonly T[], filter: QueryFilter): T[] {
   const out: T[] = [];

@@ -77,6 +77,8 @@ interface QueuedGroup {
   count: number;
   body: Uint8Array;
   participants: number[];
+  /** Per event, whether its id may exist anywhere (see Route); null: assume so for all. */
+  known: Uint8Array | null;
   resolve: (result: ShardResult) => void;
 }
 
@@ -321,7 +323,7 @@ export class Engine {
 
   private runRoute(route: Route, kind: GroupKindValue, count: number, body: Uint8Array, record_bytes: number): Promise<ShardResult> {
     const op = kind === GroupKind.accounts ? ShardOp.create_accounts : ShardOp.create_transfers;
-    if (route.kind === 'group') return this.runGroup(kind, count, body, route.participants);
+    if (route.kind === 'group') return this.runGroup(kind, count, body, route.participants, route.known);
     const parts = route.kind === 'one' ? null : [...route.parts];
     if (parts === null || parts.length === 1) {
       const shard = parts === null ? 0 : parts[0][0];
@@ -399,12 +401,12 @@ export class Engine {
    * and then leave as one merged group (as a shard merges small batches): one barrier for many
    * requests. The wait is bounded by `queue_events_max` events, past which requests are `busy`.
    */
-  private runGroup(kind: GroupKindValue, count: number, body: Uint8Array, participants: number[]): Promise<ShardResult> {
+  private runGroup(kind: GroupKindValue, count: number, body: Uint8Array, participants: number[], known: Uint8Array | null): Promise<ShardResult> {
     if (this.group_queue_events + count > this.options.queue_events_max && this.group_queue.length > 0) {
       return Promise.resolve({ error: 'busy', message: `${this.group_queue_events} cross-shard events are waiting; retry later` });
     }
     return new Promise((resolve) => {
-      this.group_queue.push({ kind, count, body, participants, resolve });
+      this.group_queue.push({ kind, count, body, participants, known, resolve });
       this.group_queue_events += count;
       this.scheduleGroupFlush();
     });
@@ -491,8 +493,10 @@ export class Engine {
       return;
     }
     let body: Uint8Array;
+    let known: Uint8Array | null;
     if (run.length === 1) {
       body = run[0].body;
+      known = run[0].known;
     } else {
       body = new Uint8Array(run.reduce((n, item) => n + item.body.byteLength, 0));
       let offset = 0;
@@ -500,6 +504,7 @@ export class Engine {
         body.set(item.body, offset);
         offset += item.body.byteLength;
       }
+      known = mergeKnown(run, count);
     }
     const gid = this.next_gid++;
     const timestamp = this.sequencer.reserve(count);
@@ -508,7 +513,7 @@ export class Engine {
     this.group_stats.events += count;
     this.group_stats.requests += run.length;
     const results = participants.map((shard) =>
-      this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp }], Math.max(count, 1), true).then((value) => {
+      this.handles[shard].request((id) => [id, ShardOp.group, { gid, kind, participants, count, body, timestamp, known }], Math.max(count, 1), true).then((value) => {
         // A participant that answers with an error before the group executes (it could not read)
         // leaves the others at the barrier: the engine stops, which releases them.
         if ('error' in value && this.groups.has(gid)) this.onShardFailed(shard, `cross-shard group ${gid}: ${value.message}`);
@@ -564,7 +569,7 @@ export class Engine {
     if (this.foreign_pulse_queued || this.failure !== null) return;
     this.foreign_pulse_queued = true;
     const all = Array.from({ length: this.options.shards }, (_, shard) => shard);
-    void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all).then((result) => {
+    void this.runGroup(GroupKind.pulse, 0, new Uint8Array(0), all, null).then((result) => {
       this.foreign_pulse_queued = false;
       if ('error' in result && result.error === 'busy') setTimeout(() => this.runForeignPulse(), 50).unref();
     });
@@ -781,6 +786,19 @@ function sameResult(a: CreateResultValue, b: CreateResultValue): boolean {
   if (a.status.length !== b.status.length) return false;
   for (let i = 0; i < a.status.length; i++) if (a.status[i] !== b.status[i] || a.timestamp[i] !== b.timestamp[i]) return false;
   return true;
+}
+
+/** The merged group's `known` flags, in event order: an item without them counts as all known. */
+function mergeKnown(run: readonly QueuedGroup[], count: number): Uint8Array | null {
+  if (run.every((item) => item.known === null)) return null;
+  const known = new Uint8Array(count);
+  let at = 0;
+  for (const item of run) {
+    if (item.known === null) known.fill(1, at, at + item.count);
+    else known.set(item.known, at);
+    at += item.count;
+  }
+  return known;
 }
 
 function participantsOf(body: Uint8Array): number[] {

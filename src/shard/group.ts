@@ -49,8 +49,18 @@ export interface ReadSetHeader {
  * their ids and pending ids name (with pending states), burned ids, and every pending transfer
  * due by `horizon` with its accounts (a group expires what is due before its first event, as any
  * batch does). Deterministic: the same state and input give the same bytes, which recovery checks.
+ * `known[i] === 0` says no shard holds or burned event i's id: looking it up would find nothing,
+ * so it is skipped (a lookup that misses in a map of millions is a tenth of a group's read).
  */
-export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint, due_max: number): ReadSet {
+export function buildReadSet(
+  ledger: Ledger,
+  kind: GroupKindValue,
+  count: number,
+  body: Uint8Array,
+  horizon: bigint,
+  due_max: number,
+  known: Uint8Array | null = null,
+): ReadSet {
   const accounts = new Map<bigint, Account>();
   const transfers = new Map<bigint, Transfer>();
   const pending = new Map<bigint, PendingState>();
@@ -89,8 +99,10 @@ export function buildReadSet(ledger: Ledger, kind: GroupKindValue, count: number
       const id = view.getBigUint64(at, true);
       account(view.getBigUint64(at + 8, true));
       account(view.getBigUint64(at + 16, true));
-      transfer(id, false);
-      if (ledger.transient.has(id)) transient.add(id);
+      if (known === null || known[i] !== 0) {
+        transfer(id, false);
+        if (ledger.transient.has(id)) transient.add(id);
+      }
       const pending_id = view.getBigUint64(at + 32, true);
       if (pending_id !== 0n) transfer(pending_id, true);
       if ((recordFlags(body, i, TRANSFER_BYTES) & TransferFlags.imported) !== 0) imported(view.getBigUint64(at + 48, true));

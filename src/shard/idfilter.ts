@@ -41,9 +41,12 @@ export class IdFilter {
     return { layers: this.layers.map((layer) => ({ slots: layer.slots, count: layer.count })) };
   }
 
-  /** Adds an id given as its two 32-bit halves (little-endian u64: lo, hi). */
-  add(lo: number, hi: number): void {
-    if (this.mayHave(lo, hi)) return;
+  /**
+   * Adds an id given as its two 32-bit halves (little-endian u64: lo, hi). Returns whether the
+   * filter may already have held it (the router's lookup before adding, at no extra cost).
+   */
+  add(lo: number, hi: number): boolean {
+    if (this.mayHave(lo, hi)) return true;
     let layer = this.layers[this.layers.length - 1];
     if (layer === undefined || layer.count >= layer.capacity) {
       const size = layer === undefined ? FIRST_SLOTS : layer.slots.length * 2;
@@ -55,6 +58,7 @@ export class IdFilter {
     while (layer.slots[i] !== 0) i = (i + 1) & layer.mask;
     layer.slots[i] = fingerprint;
     layer.count++;
+    return false;
   }
 
   addId(id: bigint): void {

@@ -84,6 +84,11 @@ export interface GroupRequest {
   body: Uint8Array;
   /** The group's batch timestamp (its last event's), from the sequencer. */
   timestamp: bigint;
+  /**
+   * Per event, 0 when no shard can hold its id (the router's filters said so), so the read skips
+   * looking it up; null: look up every id. Only a hint for the read: a redo looks up all.
+   */
+  known: Uint8Array | null;
 }
 
 /** A group entry as recovery passes it between shards: [gid, batch timestamp, entry body]. */

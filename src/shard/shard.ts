@@ -562,11 +562,12 @@ export class Shard {
    * what the group needs from this shard, reading due pending transfers up to `horizon` (default:
    * a little past the clock; the group's timestamps are not known yet).
    */
-  groupRead(kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint): Uint8Array {
+  groupRead(kind: GroupKindValue, count: number, body: Uint8Array, horizon: bigint, known: Uint8Array | null = null): Uint8Array {
     this.assertServing();
     assert(!this.paused, 'one group at a time');
     assert(horizon > this.ledger.last_timestamp, 'a group comes after everything before it');
-    const read = buildReadSet(this.ledger, kind, count, body, horizon, this.group_due_max);
+    assert(known === null || known.length === count, 'one known flag per event');
+    const read = buildReadSet(this.ledger, kind, count, body, horizon, this.group_due_max, known);
     this.paused = true;
     this.barrier_read = { own: read.own, size: read.bytes.byteLength };
     return read.bytes;

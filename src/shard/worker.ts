@@ -285,7 +285,7 @@ function startGroup(id: number, request: GroupRequest): void {
   let read_set: Uint8Array;
   try {
     if (fault_group_read) throw new Error('fault injected: this shard cannot read its groups (KEEL_FAULT_GROUP_READ)');
-    read_set = shard.groupRead(request.kind, request.count, request.body, firstEventTimestamp(request.timestamp, request.count));
+    read_set = shard.groupRead(request.kind, request.count, request.body, firstEventTimestamp(request.timestamp, request.count), request.known);
   } catch (error) {
     // Could not even read: the shard is not serving. The group's other participants wait for a
     // read that never comes; the engine fails the whole group when this reply arrives.
