@@ -258,6 +258,18 @@ t.test('a data directory keeps its shard count', async (t) => {
   await again.close();
 });
 
+t.test('after close, requests and control calls to a shard are answered at once instead of hanging', async (t) => {
+  const { dir, cleanup } = tempDir('keel-shards-');
+  t.teardown(cleanup);
+  const engine = await start(dir, 2);
+  await createAccounts(engine, ALL.map((id) => account(id)));
+  t.same(await engine.groupPositions(1, 0), [], 'a control call answers while the shard runs');
+  await engine.close();
+  await t.rejects(engine.groupPositions(1, 0), /shard 1 could not list its groups: shard 1 is closed/, 'a control call after close rejects with why');
+  const late = await engine.createTransfers(1, encodeTransferBatch([transfer(1n, A0, B0, 1n)]));
+  t.same(late, { error: 'unavailable', message: 'the engine is shutting down; retry once it is back (or at another center)' }, 'a write after close is answered unavailable');
+});
+
 t.test('close finishes requests handed to the shards just before it (single-shard and cross-shard)', async (t) => {
   const { dir, cleanup } = tempDir('keel-shards-');
   t.teardown(cleanup);

@@ -11,6 +11,13 @@ import { AccountFlags, TransferFlags } from '../src/ledger/types.ts';
 import { account, pending, post, transfer } from './support/builders.ts';
 import { tempDir } from './support/shard-helpers.ts';
 
+/** Appends the leader's entry and applies it at once, as a follower does once it is committed. */
+function applyStored(follower: Shard, bytes: Uint8Array): Promise<number> {
+  const durable = follower.appendReplica(bytes);
+  follower.applyThrough(follower.head_position);
+  return durable;
+}
+
 t.test('a follower applying the stored entries ends identical to the leader, and refuses what does not follow', async (t) => {
   const { dir, cleanup } = tempDir('keel-replica-');
   t.teardown(cleanup);
@@ -22,27 +29,27 @@ t.test('a follower applying the stored entries ends identical to the leader, and
 
   const entries = leader.storedEntries(1, 100);
   t.equal(entries.length, leader.head_position, 'every entry is shipped');
-  for (const bytes of entries) await follower.applyStored(bytes);
+  for (const bytes of entries) await applyStored(follower, bytes);
   t.equal(follower.stateHash(), leader.stateHash(), 'the follower is byte-identical to the leader');
   t.same(await follower.getAccountBalances({ account_id: 2n, user_data_64: 0n, user_data_32: 0, code: 0, timestamp_min: 0n, timestamp_max: 0n, limit: 10, flags: 3 }), await leader.getAccountBalances({ account_id: 2n, user_data_64: 0n, user_data_32: 0, code: 0, timestamp_min: 0n, timestamp_max: 0n, limit: 10, flags: 3 }), 'history too');
 
   const before = follower.stateHash();
-  t.throws(() => follower.applyStored(entries[1]), { code: 'out_of_order' }, 'a resend of an applied entry');
+  t.throws(() => applyStored(follower, entries[1]), { code: 'out_of_order' }, 'a resend of an applied entry');
   await leader.createTransfers([transfer(16n, 1n, 2n, 2n)]);
   await leader.createTransfers([transfer(17n, 1n, 2n, 3n)]);
   const [next, after_next] = leader.storedEntries(follower.head_position + 1, 2);
-  t.throws(() => follower.applyStored(after_next), { code: 'out_of_order' }, 'a gap');
+  t.throws(() => applyStored(follower, after_next), { code: 'out_of_order' }, 'a gap');
   const corrupt = Buffer.from(next);
   corrupt[corrupt.length - 1] ^= 0xff;
-  t.throws(() => follower.applyStored(corrupt), { code: 'log_corrupt' }, 'corrupted bytes');
+  t.throws(() => applyStored(follower, corrupt), { code: 'log_corrupt' }, 'corrupted bytes');
   const stale = encodeEntry(follower.head_position + 1, 0, LogOp.pulse, 1n, 0, Buffer.alloc(0), 0);
-  t.throws(() => follower.applyStored(stale), { code: 'stale_epoch' }, 'an older epoch');
+  t.throws(() => applyStored(follower, stale), { code: 'stale_epoch' }, 'an older epoch');
   const diverged = encodeEntry(follower.head_position + 1, 1, LogOp.pulse, 1n, 0, Buffer.alloc(0), 12345);
-  t.throws(() => follower.applyStored(diverged), { code: 'not_chained' }, 'an entry of another history');
+  t.throws(() => applyStored(follower, diverged), { code: 'not_chained' }, 'an entry of another history');
   t.equal(follower.stateHash(), before, 'none of them changed anything');
 
-  await follower.applyStored(next);
-  await follower.applyStored(after_next);
+  await applyStored(follower, next);
+  await applyStored(follower, after_next);
   t.equal(follower.stateHash(), leader.stateHash(), 'and it goes on with the right ones');
 
   await follower.close();

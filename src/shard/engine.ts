@@ -120,6 +120,8 @@ export class Engine {
   private readonly groups = new Map<number, GroupRun>();
   private next_gid = 1;
   private failure: string | null = null;
+  /** Set when close begins: new writes are refused, those already handed to shards finish. */
+  private closing = false;
   private foreign_pulse_queued = false;
   /** Cross-shard groups run and rolled forward, for operators and tests. */
   readonly group_stats = { groups: 0, requests: 0, events: 0, rolled_forward: 0 };
@@ -309,6 +311,7 @@ export class Engine {
 
   createAccounts(count: number, body: Uint8Array): Promise<ShardResult> {
     if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    if (this.closing) return Promise.resolve(CLOSING);
     if (this.follower) return Promise.resolve(NOT_LEADER);
     const route: Route = this.handles.length === 1 ? ONE_SHARD : routeAccounts(body, count, this.handles.length);
     return this.runRoute(route, GroupKind.accounts, count, body, ACCOUNT_INPUT_BYTES);
@@ -316,6 +319,7 @@ export class Engine {
 
   createTransfers(count: number, body: Uint8Array): Promise<ShardResult> {
     if (this.failure !== null) return Promise.resolve({ error: 'unavailable', message: this.failure });
+    if (this.closing) return Promise.resolve(CLOSING);
     if (this.follower) return Promise.resolve(NOT_LEADER);
     const route: Route = this.handles.length === 1 ? ONE_SHARD : routeTransfers(body, count, this.filters);
     return this.runRoute(route, GroupKind.transfers, count, body, TRANSFER_BYTES);
@@ -756,6 +760,7 @@ export class Engine {
 
   /** Finishes in-flight requests, checkpoints every shard, and releases the data directory. */
   async close(): Promise<void> {
+    this.closing = true;
     // Cross-shard groups in flight need their participants' reads and executions to finish: the
     // shards close only once none is left (a group whose participant fails is failed by then).
     if (this.groups.size > 0 || this.group_queue.length > 0) {
@@ -776,6 +781,7 @@ const ONE_SHARD: Route = { kind: 'one' };
 /** How long `close` waits for cross-shard groups in flight before closing the shards anyway. */
 const GROUPS_DRAIN_MS_MAX = 10_000;
 
+const CLOSING: ShardResult = { error: 'unavailable', message: 'the engine is shutting down; retry once it is back (or at another center)' };
 const NOT_LEADER: ShardResult = { error: 'unavailable', message: 'this center follows; send writes to the leader center' };
 
 function busy(shard: number): ShardResult {

@@ -64,6 +64,9 @@ export interface StartedShard {
 }
 
 type Pending = { resolve: (result: ShardResult) => void; events: number };
+/** A worker's answer to a control call (metrics have their own path, with a timeout). */
+type ControlReply = Exclude<Extract<FromWorker, { request: number }>, { type: 'metrics' }>;
+type ControlWaiter = { resolve: (reply: ControlReply) => void; reject: (reason: string) => void };
 
 export class ShardHandle {
   readonly index: number;
@@ -78,7 +81,7 @@ export class ShardHandle {
   private closed_resolve: (() => void) | null = null;
   private readonly metrics_waiting = new Map<number, (json: MetricsJson) => void>();
   private next_metrics_request = 1;
-  private readonly control_waiting = new Map<number, (message: FromWorker) => void>();
+  private readonly control_waiting = new Map<number, ControlWaiter>();
   private next_control_request = 1;
   private readonly options: ShardHandleOptions;
   /** Replication role (a follower's may become `leader` in place: `promote`). */
@@ -152,7 +155,7 @@ export class ShardHandle {
           case 'rolled': {
             const waiter = handle.control_waiting.get(message.request);
             handle.control_waiting.delete(message.request);
-            waiter?.(message);
+            waiter?.resolve(message);
             return;
           }
           case 'failed':
@@ -278,65 +281,43 @@ export class ShardHandle {
 
   /** Stored entries from `from`, at most `limit` (a leader reads them for a replica behind). */
   storedEntries(from: number, limit: number): Promise<Uint8Array[]> {
-    return this.control({ type: 'stored', request: 0, from, limit }).then((message) => {
-      if (message.type !== 'stored') throw new Error('unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
-      return message.entries;
-    });
+    return this.ask({ type: 'stored', request: 0, from, limit }, 'stored', 'could not read its log').then((reply) => reply.entries);
   }
 
-  /** [gid, position, participants] of group entries from `from` (0: past the commit position), with the commit position and the last group applied. */
-  groupPositions(from: number): Promise<{ groups: Array<[number, number, number[]]>; committed: number; last_gid: number }> {
-    return this.control({ type: 'group_positions', request: 0, from }).then((message) => {
-      if (message.type !== 'group_positions') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
-      return { groups: message.groups, committed: message.committed, last_gid: message.last_gid };
-    });
+  /** [gid, position, participants] of group entries from `from` (0: past the commit position), and the last group applied. */
+  groupPositions(from: number): Promise<{ groups: Array<[number, number, number[]]>; last_gid: number }> {
+    return this.ask({ type: 'group_positions', request: 0, from }, 'group_positions', 'could not list its groups').then((reply) => ({
+      groups: reply.groups,
+      last_gid: reply.last_gid,
+    }));
   }
 
   /** Drops this follower's unapplied log from `from` on; resolves with how many entries went. */
   cutTail(from: number): Promise<number> {
-    return this.control({ type: 'cut_tail', request: 0, from }).then((message) => {
-      if (message.type !== 'cut_tail') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index} could not cut its log: ${message.error}`);
-      return message.removed;
-    });
+    return this.ask({ type: 'cut_tail', request: 0, from }, 'cut_tail', 'could not cut its log').then((reply) => reply.removed);
   }
 
   /** Copies this shard's last checkpoint into the empty directory `dir`. */
   snapshot(dir: string): Promise<void> {
-    return this.control({ type: 'snapshot', request: 0, dir }).then((message) => {
-      if (message.type !== 'snapshot') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index} could not copy its checkpoint: ${message.error}`);
-    });
+    return this.ask({ type: 'snapshot', request: 0, dir }, 'snapshot', 'could not copy its checkpoint').then(() => undefined);
   }
 
   /** The log head once everything appended so far is durable. */
   durableHead(): Promise<LogHeadWire> {
-    return this.control({ type: 'durable_head', request: 0 }).then((message) => {
-      if (message.type !== 'durable_head') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
-      return message.head;
-    });
+    return this.ask({ type: 'durable_head', request: 0 }, 'durable_head', 'could not make its log durable').then((reply) => reply.head);
   }
 
   /** This follower's shard leads epoch `epoch` from now on; resolves with what the engine needs to route. */
   promote(epoch: number): Promise<{ last_gid: number; last_timestamp: bigint; filter: IdFilter; log_head: LogHeadWire }> {
-    return this.control({ type: 'promote', request: 0, epoch }).then((message) => {
-      if (message.type !== 'promoted') throw new Error(message.type === 'rolled' && message.error !== undefined ? message.error : 'unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index} could not become leader: ${message.error}`);
+    return this.ask({ type: 'promote', request: 0, epoch }, 'promoted', 'could not become leader').then((reply) => {
       this.role = 'leader';
-      return { last_gid: message.last_gid, last_timestamp: message.last_timestamp, filter: IdFilter.from(message.filter), log_head: message.log_head };
+      return { last_gid: reply.last_gid, last_timestamp: reply.last_timestamp, filter: IdFilter.from(reply.filter), log_head: reply.log_head };
     });
   }
 
   /** Where a replica whose log head is `head` agrees with this log, and this log's head. */
   agree(head: LogHeadWire): Promise<{ agree: number; head: number }> {
-    return this.control({ type: 'agree', request: 0, ...head }).then((message) => {
-      if (message.type !== 'agree') throw new Error('unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
-      return { agree: message.agree, head: message.head };
-    });
+    return this.ask({ type: 'agree', request: 0, ...head }, 'agree', 'could not compare logs').then((reply) => ({ agree: reply.agree, head: reply.head }));
   }
 
   /** Every participant of group `gid` has read: it executes over these read sets. */
@@ -354,26 +335,34 @@ export class ShardHandle {
 
   /** This shard's logged groups after `after` (recovery). */
   groupEntriesAfter(after: number): Promise<GroupEntryWire[]> {
-    return this.control({ type: 'group_entries', request: 0, after }).then((message) => {
-      if (message.type !== 'group_entries') throw new Error('unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index}: ${message.error}`);
-      return message.entries;
-    });
+    return this.ask({ type: 'group_entries', request: 0, after }, 'group_entries', 'could not list its group entries').then((reply) => reply.entries);
   }
 
   /** Redoes groups this shard lacks, in order, and resolves once they are durable (recovery). */
   rollForward(entries: GroupEntryWire[]): Promise<void> {
-    return this.control({ type: 'roll_forward', request: 0, entries }).then((message) => {
-      if (message.type !== 'rolled') throw new Error('unexpected reply');
-      if (message.error !== undefined) throw new Error(`shard ${this.index} could not redo a cross-shard group: ${message.error}`);
-    });
+    return this.ask({ type: 'roll_forward', request: 0, entries }, 'rolled', 'could not redo a cross-shard group').then(() => undefined);
   }
 
-  private control(message: Extract<ToWorker, { request: number }>): Promise<FromWorker> {
-    if (this.failure !== null) return Promise.reject(new Error(this.failure));
+  /**
+   * One control call to the worker: rejects if the shard has failed or closes before answering,
+   * if the worker answers with an error (prefixed with `failing`), or with another kind of reply.
+   */
+  private ask<K extends ControlReply['type']>(
+    message: Extract<ToWorker, { request: number }>,
+    expect: K,
+    failing: string,
+  ): Promise<Extract<ControlReply, { type: K }>> {
+    if (this.failure !== null) return Promise.reject(new Error(`shard ${this.index} ${failing}: ${this.failure}`));
     const request = this.next_control_request++;
-    return new Promise((resolve) => {
-      this.control_waiting.set(request, resolve);
+    return new Promise<Extract<ControlReply, { type: K }>>((resolve, reject) => {
+      this.control_waiting.set(request, {
+        resolve: (reply) => {
+          if (reply.error !== undefined) reject(new Error(`shard ${this.index} ${failing}: ${reply.error}`));
+          else if (reply.type !== expect) reject(new Error(`shard ${this.index} answered ${reply.type} to a ${message.type} request`));
+          else resolve(reply as Extract<ControlReply, { type: K }>);
+        },
+        reject: (reason) => reject(new Error(`shard ${this.index} ${failing}: ${reason}`)),
+      });
       this.worker.postMessage({ ...message, request });
     });
   }
@@ -382,7 +371,7 @@ export class ShardHandle {
     if (this.failure !== null) return;
     this.failure = message;
     this.options.on_failed(this.index, message);
-    for (const waiter of this.control_waiting.values()) waiter({ type: 'rolled', request: 0, error: message });
+    for (const waiter of this.control_waiting.values()) waiter.reject(message);
     this.control_waiting.clear();
     for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message });
     this.waiting.clear();
@@ -418,10 +407,13 @@ export class ShardHandle {
       this.worker.postMessage(message);
       await closed;
     }
+    // From here a request or control call is answered at once (the worker would never see it),
+    // and the worker's exit is not taken for a failure.
+    this.failure ??= `shard ${this.index} is closed`;
     await this.worker.terminate();
     // Replies a leader held for a commit that will not come now: their outcome is unknown.
     this.held.length = 0;
-    for (const waiter of this.control_waiting.values()) waiter({ type: 'rolled', request: 0, error: `shard ${this.index} closed` });
+    for (const waiter of this.control_waiting.values()) waiter.reject('the shard closed');
     this.control_waiting.clear();
     for (const pending of this.waiting.values()) pending.resolve({ error: 'unavailable', message: `shard ${this.index} closed before the request was committed; its outcome is unknown` });
     this.waiting.clear();

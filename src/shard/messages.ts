@@ -158,7 +158,7 @@ export type FromWorker =
   | { type: 'replica_refused'; code: string; message: string; tag: number }
   | { type: 'durable_head'; request: number; head: LogHeadWire; error?: string }
   | { type: 'snapshot'; request: number; error?: string }
-  | { type: 'group_positions'; request: number; groups: Array<[number, number, number[]]>; committed: number; last_gid: number; error?: string }
+  | { type: 'group_positions'; request: number; groups: Array<[number, number, number[]]>; last_gid: number; error?: string }
   | { type: 'cut_tail'; request: number; removed: number; error?: string }
   | { type: 'stored'; request: number; entries: Uint8Array[]; error?: string }
   | { type: 'agree'; request: number; agree: number; head: number; error?: string }

@@ -415,8 +415,8 @@ export class Shard {
     this.assertServing();
     assert(!this.paused, 'no entry is appended while a group holds the shard');
     const entry = decodeEntry(bytes, undefined);
-    const group_id = entry.op === LogOp.group ? decodeGroupEntry(entry.body).gid : 0;
-    const durable = this.log.appendStored(bytes, group_id);
+    const group_id = entry.op === LogOp.group ? groupEntryHeader(entry.body).gid : 0;
+    const durable = this.log.appendStored(bytes, entry, group_id);
     this.last_append = durable;
     durable.catch((error: unknown) => this.fail(error));
     this.unapplied.push(entry);
@@ -442,13 +442,6 @@ export class Shard {
       else if (transfers_after > this.durable_transfers) this.durable_transfers = transfers_after;
       this.last_commit_unix_ms = Date.now();
     }
-  }
-
-  /** Appends and applies the leader's entry at once (tests; replication applies on commit). */
-  applyStored(bytes: Uint8Array): Promise<number> {
-    const durable = this.appendReplica(bytes);
-    this.applyThrough(this.log.head.position);
-    return durable;
   }
 
   /**

@@ -487,9 +487,9 @@ port.on('message', (message: ToWorker) => {
   } else if (message.type === 'group_positions') {
     try {
       const from = message.from > 0 ? message.from : shard.committed + 1;
-      post({ type: 'group_positions', request: message.request, groups: shard.groupPositions(from), committed: shard.committed, last_gid: shard.last_gid });
+      post({ type: 'group_positions', request: message.request, groups: shard.groupPositions(from), last_gid: shard.last_gid });
     } catch (error) {
-      post({ type: 'group_positions', request: message.request, groups: [], committed: 0, last_gid: 0, error: error instanceof Error ? error.message : String(error) });
+      post({ type: 'group_positions', request: message.request, groups: [], last_gid: 0, error: error instanceof Error ? error.message : String(error) });
     }
   } else if (message.type === 'cut_tail') {
     const request = message.request;
