@@ -221,9 +221,10 @@ export class LogStore {
    * A replica's append: the leader's entry exactly as the leader stored it, verified to follow
    * this log (next position, same or newer epoch, checksum chain). Resolves once it is durable.
    */
-  appendStored(bytes: Uint8Array, group_id = 0): Promise<number> {
+  appendStored(bytes: Uint8Array, entry: LogEntry, group_id = 0): Promise<number> {
     if (this.failure !== null) return Promise.reject(this.failure);
-    const entry = decodeEntry(bytes, undefined);
+    // `entry` is what decodeEntry (checksums verified) made of these very bytes: its body is a view of them.
+    if (entry.body.buffer !== bytes.buffer) throw new RangeError('appendStored takes the entry decoded from its bytes');
     if (entry.position !== this.head_.position + 1) {
       throw new ReplicaEntryError('out_of_order', `entry ${entry.position} does not follow this log's head ${this.head_.position}`);
     }
@@ -234,6 +235,8 @@ export class LogStore {
       throw new ReplicaEntryError('not_chained', `entry ${entry.position} does not chain to this log's entry ${this.head_.position} (diverged)`);
     }
     if ((entry.op === LogOp.group) !== group_id > 0) throw new RangeError('a group entry, and only one, carries a group id');
+    // A copy: lmdb-js reads the value's memory when its write thread commits, so it must be ours
+    // alone (the caller's buffer could be transferred to another thread meanwhile).
     return this.write(entry.position, entry.epoch, Buffer.from(bytes), group_id);
   }
 
