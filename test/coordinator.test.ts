@@ -170,7 +170,8 @@ t.test('a center whose lease was lost gets a new one: it may take over again, bu
   });
   await a.initialize(0, ['a', 'b'], 1);
   const generation = a.lease_generation;
-  t.ok((await a.takeOver(0)).ok, 'a leads');
+  const first = await a.takeOver(0);
+  t.ok(first.ok && first.generation === generation, 'a leads, under its first lease');
   // The lease is revoked behind a's back, as when etcd let it expire while a was frozen.
   const { Etcd3 } = await import('etcd3');
   const admin = new Etcd3({ hosts: `http://${etcd.endpoint}` });
@@ -184,7 +185,7 @@ t.test('a center whose lease was lost gets a new one: it may take over again, bu
   t.ok(a.mayLead(), 'the new lease is live');
   t.equal(await a.liveLeader(0), null, 'the leader key went with the old lease');
   const again = await a.takeOver(0);
-  t.ok(again.ok && again.state.epoch === 2, 'a may take over again, in a new epoch');
+  t.ok(again.ok && again.state.epoch === 2 && again.generation === a.lease_generation, 'a may take over again, in a new epoch, under its new lease');
   t.ok(a.mayLead(a.lease_generation), 'and leads under its new lease');
   t.end();
 });

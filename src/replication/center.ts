@@ -226,16 +226,10 @@ export class Center {
       const live = await this.coordinator.liveLeader(GROUP);
       if (live === null) {
         if (!read.state.isr.includes(this.options.cluster.center)) return; // only an in-sync replica may lead
-        const generation = this.coordinator.lease_generation;
         const taken = await this.coordinator.takeOver(GROUP);
-        if (taken.ok && this.coordinator.lease_generation !== generation) {
-          // The lease was replaced while the takeover ran: its leadership went with the old one.
-          this.event('takeover refused', { reason: 'the lease was replaced during the takeover' });
-          return;
-        }
         if (taken.ok) {
           this.state = taken.state;
-          this.lead_generation = generation;
+          this.lead_generation = taken.generation;
           await this.become('leader', taken.state.epoch);
         } else if (taken.reason !== this.last_refusal) {
           this.event('takeover refused', { reason: taken.reason });
@@ -373,10 +367,7 @@ export class Center {
 
   /** Truncates every shard's log past where it agrees with the leader, then follows again. */
   private truncate(agree: number[]): void {
-    this.transition = this.transition.then(async () => {
-      this.role = 'changing';
-      this.follower = null;
-      await this.closeEngine();
+    this.offline('cannot truncate to the leader\'s log', async () => {
       for (let shard = 0; shard < agree.length; shard++) {
         const dir = join(this.options.engine.data_dir, `shard-${shard}`);
         const checkpoints = CheckpointStore.open(join(dir, 'state'));
@@ -391,12 +382,25 @@ export class Center {
         if (removed > 0) this.event('truncated a divergent log tail', { shard, from: agree[shard] + 1, entries: removed });
       }
       this.stats.truncations++;
+    });
+  }
+
+  /**
+   * Closes the engine, changes its files with `work`, and reopens it as a follower, in the
+   * transition chain; a failure is fatal (`failing` says what could not be done).
+   */
+  private offline(failing: string, work: () => Promise<void>): void {
+    this.transition = this.transition.then(async () => {
+      this.role = 'changing';
+      this.follower = null;
+      await this.closeEngine();
+      await work();
       await this.openEngine('follower', 1);
       this.role = 'follower';
     });
     void this.transition.then(
       () => this.check(),
-      (error: unknown) => this.options.on_fatal(`cannot truncate to the leader's log: ${(error as Error).message}`),
+      (error: unknown) => this.options.on_fatal(`${failing}: ${(error as Error).message}`),
     );
   }
 
@@ -406,10 +410,7 @@ export class Center {
    * ships what follows. Everything else of the shard (its old log and state) is discarded.
    */
   private rebuilt(shards: Array<{ shard: number; entry: Uint8Array }>): void {
-    this.transition = this.transition.then(async () => {
-      this.role = 'changing';
-      this.follower = null;
-      await this.closeEngine();
+    this.offline('cannot rebuild from the leader\'s checkpoint', async () => {
       const staging = join(this.options.engine.data_dir, REBUILD_DIR);
       for (const { shard, entry } of shards) {
         // The new shard is built whole beside the old one (state, and a log seeded with the
@@ -432,13 +433,7 @@ export class Center {
       }
       rmSync(staging, { recursive: true, force: true });
       this.stats.rebuilds++;
-      await this.openEngine('follower', 1);
-      this.role = 'follower';
     });
-    void this.transition.then(
-      () => this.check(),
-      (error: unknown) => this.options.on_fatal(`cannot rebuild from the leader's checkpoint: ${(error as Error).message}`),
-    );
   }
 
   /** A follower asked for shard `shard`'s checkpoint: copy it and stream it, then the entry it summarises. */

@@ -73,6 +73,8 @@ export async function inspectCluster(endpoints: string[], cluster: string): Prom
 }
 
 export type ChangeResult = { ok: true; state: GroupState } | { ok: false; reason: string; state: GroupState | null };
+/** A takeover also says under which lease generation the leadership was taken (it ends with it). */
+export type TakeOverResult = { ok: true; state: GroupState; generation: number } | { ok: false; reason: string; state: GroupState | null };
 
 export class Coordinator {
   readonly center: string;
@@ -234,7 +236,11 @@ export class Coordinator {
    * Takes the group's leadership with epoch+1: only a member of the in-sync set may, and only
    * when no live lease holds the leader key (the old leader's lease expired, or it resigned).
    */
-  async takeOver(group: number): Promise<ChangeResult> {
+  async takeOver(group: number): Promise<TakeOverResult> {
+    // The leadership is bound to the lease held when the takeover began. Should that lease be
+    // replaced meanwhile, etcd refuses the old lease id, or the check after the commit does.
+    const generation = this.generation;
+    const lease_id = this.lease_id;
     const current = await this.read(group);
     if (current === null) return { ok: false, reason: 'the group does not exist', state: null };
     if (!current.state.isr.includes(this.center)) return { ok: false, reason: `${this.center} is not in the in-sync set`, state: current.state };
@@ -246,9 +252,12 @@ export class Coordinator {
     const result = await this.client
       .if(this.key(group, 'state'), 'Mod', '==', current.revision)
       .and(this.key(group, 'leader'), 'Create', '==', 0)
-      .then(this.client.put(this.key(group, 'state')).value(JSON.stringify(next)), this.client.put(this.key(group, 'leader')).value(this.center).lease(this.lease_id))
+      .then(this.client.put(this.key(group, 'state')).value(JSON.stringify(next)), this.client.put(this.key(group, 'leader')).value(this.center).lease(lease_id))
       .commit();
-    if (result.succeeded) return { ok: true, state: next };
+    if (result.succeeded && generation === this.generation) return { ok: true, state: next, generation };
+    // Taken under a lease that is gone: the leader key went (or goes) with it, and a new takeover
+    // with the new lease raises the epoch again.
+    if (result.succeeded) return { ok: false, reason: 'the lease was replaced during the takeover', state: next };
     const after = await this.read(group);
     return { ok: false, reason: 'another center leads, or the state changed', state: after?.state ?? null };
   }
