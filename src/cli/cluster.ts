@@ -6,7 +6,7 @@ import { inspectCluster, type ClusterView } from '../replication/coordinator.ts'
 import { PARTITIONS } from '../shard/partition.ts';
 import type { ClusterStatusArgs } from './args.ts';
 import { table, type Io } from './io.ts';
-import { parseSamples } from './status.ts';
+import { fetchMetricsText, parseSamples } from './status.ts';
 
 export interface CenterHealth {
   center: string;
@@ -32,12 +32,7 @@ export interface ClusterStatus {
 }
 
 async function readMetrics(url: string): Promise<ReturnType<typeof parseSamples> | null> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-    return response.ok ? parseSamples(await response.text()) : null;
-  } catch {
-    return null;
-  }
+  return fetchMetricsText(url, 2_000).then(parseSamples, () => null);
 }
 
 export async function clusterStatus(view: ClusterView): Promise<ClusterStatus> {

@@ -90,13 +90,18 @@ export function summarize(text: string, metrics_url: string, now_s: number): Eng
   return { metrics_url, connections, inflight_requests: inflight, shards: [...shards.values()].sort((a, b) => a.shard - b.shard) };
 }
 
+/** The metrics page at `url`; rejects if it cannot be read within `timeout_ms`. */
+export async function fetchMetricsText(url: string, timeout_ms: number): Promise<string> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(timeout_ms) });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.text();
+}
+
 /** Returns the exit code: 0 the engine answered, 1 it could not be reached. */
 export async function runStatus(args: StatusArgs, io: Io): Promise<number> {
   let text: string;
   try {
-    const response = await fetch(args.metrics_url, { signal: AbortSignal.timeout(3_000) });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    text = await response.text();
+    text = await fetchMetricsText(args.metrics_url, 3_000);
   } catch (error) {
     io.err(
       `keel: cannot read ${args.metrics_url}: ${error instanceof Error ? error.message : String(error)}; is the engine running, with its metrics on that address (keel start --metrics-port)?`,
