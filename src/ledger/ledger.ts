@@ -30,6 +30,7 @@ import {
 } from './types.ts';
 import { lowerBound, pushIndexed, timestampRange } from './sorted.ts';
 import { ExpiryQueue } from './expiry.ts';
+import { IdMap } from './idmap.ts';
 
 /** Where a pending transfer stands; stored beside it, since transfers themselves are immutable. */
 export const PendingStatus = { pending: 1, posted: 2, voided: 3, expired: 4 } as const;
@@ -91,9 +92,9 @@ interface ScopedTransfer {
 }
 
 export class Ledger {
-  readonly accounts = new Map<bigint, Account>();
-  readonly transfers = new Map<bigint, Transfer>();
-  readonly pending = new Map<bigint, PendingState>();
+  readonly accounts = new IdMap<Account>();
+  readonly transfers = new IdMap<Transfer>();
+  readonly pending = new IdMap<PendingState>();
   /** Ids whose transfer failed with a transient status: reusing them is `id_already_failed`. */
   readonly transient = new Set<bigint>();
   /** Pending transfers not yet posted, voided or expired (for operators). */
@@ -107,7 +108,7 @@ export class Ledger {
   account_timestamp_max = 0n;
   transfer_timestamp_max = 0n;
 
-  private readonly account_index = new Map<bigint, AccountIndex>();
+  private readonly account_index = new IdMap<AccountIndex>();
   private readonly accounts_by_time: Account[] = [];
   /**
    * A seeded partial ledger takes its accounts in read order and sorts them by timestamp only if
