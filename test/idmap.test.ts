@@ -65,6 +65,7 @@ t.test('holds ids at both ends of the u64 range, and refuses what it cannot hold
   t.throws(() => map.set(0n, { id: 0n, n: 0 }), RangeError);
   t.throws(() => map.set(U64_MAX + 1n, { id: U64_MAX + 1n, n: 0 }), RangeError, 'past u64');
   t.equal(map.size, 5, 'a refused set changes nothing');
+  t.throws(() => new IdMap<Item>(2 ** 29 + 1), /holds at most 536870912 ids/, 'a table past 2^29 ids is refused, not corrupted');
 });
 
 t.test('grows from a tiny table to a million ids over several value pages, and deletes across them', async (t) => {

@@ -12,6 +12,8 @@
 // Id 0 marks an empty slot: the ledger never stores an object with id 0 (id_must_not_be_zero).
 
 const LOAD_MAX = 0.5;
+/** Slot indexes stay below 2^30 so that `slot << 1` is a valid int32 index into the keys. */
+const SLOTS_MAX = 2 ** 30;
 const PAGE_BITS = 20;
 const PAGE_MASK = (1 << PAGE_BITS) - 1;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
@@ -29,6 +31,7 @@ export class IdMap<V> {
   constructor(capacity = 1024) {
     let slots = CAPACITY_MIN;
     while (slots * LOAD_MAX < capacity) slots *= 2;
+    if (slots > SLOTS_MAX) throw new RangeError(`an id table holds at most ${SLOTS_MAX * LOAD_MAX} ids`);
     this.words = new Uint32Array(slots * 2);
     this.pages = newPages<V>(slots);
     this.mask = slots - 1;
@@ -139,6 +142,7 @@ export class IdMap<V> {
     const old_pages = this.pages;
     const old_slots = this.mask + 1;
     const slots = old_slots * 2;
+    if (slots > SLOTS_MAX) throw new RangeError(`an id table holds at most ${SLOTS_MAX * LOAD_MAX} ids; spread the load over more shards`);
     const keys = new Uint32Array(slots * 2);
     const pages = newPages<V>(slots);
     const mask = slots - 1;
