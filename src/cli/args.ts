@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { SHARDS_MAX } from '../shard/router.ts';
 
 export const USAGE = `Usage:
-  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--tls-cert FILE --tls-key FILE] [--center NAME]
+  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--shard-heap-mb M] [--tls-cert FILE --tls-key FILE] [--center NAME]
              [--etcd URLS --peers NAME=HOST:PORT,... [--cluster NAME] [--replication-port PORT] [--min-insync N] [--lease-ttl S]]
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
@@ -26,6 +26,8 @@ Options (and their environment variables):
                     or one per core for a new one; fixed once the directory exists)
   --feed-retention H  the change feed serves transfers of the last H hours; older cursors get
                     cursor_expired (KEEL_FEED_RETENTION_HOURS, default 168; 0 keeps all)
+  --shard-heap-mb M each shard worker's heap limit in MiB (KEEL_SHARD_HEAP_MB, default V8's, about
+                    4096): a shard keeps its state in memory and refuses writes past 80% of it
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -56,6 +58,8 @@ export interface StartArgs {
   shards: number | null;
   /** The change feed's retention in hours (0: all). */
   feed_retention_hours: number;
+  /** Each shard worker's heap limit in MiB; null: V8's default. */
+  shard_heap_mb: number | null;
   tls_cert: string | null;
   tls_key: string | null;
   center: string;
@@ -160,6 +164,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
     'metrics-host': { type: 'string' },
     shards: { type: 'string' },
     'feed-retention': { type: 'string' },
+    'shard-heap-mb': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     center: { type: 'string' },
@@ -183,6 +188,9 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   if (!shards.ok) return shards;
   const retention = integer('--feed-retention', pick(str(values['feed-retention']), env.KEEL_FEED_RETENTION_HOURS, '168'), 0, 24 * 365 * 100);
   if (!retention.ok) return retention;
+  const heap_text = pick(str(values['shard-heap-mb']), env.KEEL_SHARD_HEAP_MB, 'default');
+  const heap = heap_text === 'default' ? { ok: true as const, value: null } : integer('--shard-heap-mb', heap_text, 32, 1_048_576);
+  if (!heap.ok) return heap;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';
   const metrics_text = pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default);
@@ -207,6 +215,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
         metrics_host,
         shards: shards.value,
         feed_retention_hours: retention.value,
+        shard_heap_mb: heap.value,
         tls_cert: cert === '' ? null : cert,
         tls_key: key === '' ? null : key,
         center: pick(str(values.center), env.KEEL_CENTER, 'local'),

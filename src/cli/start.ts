@@ -65,7 +65,18 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
   let engine: Engine | Center;
   try {
     const shards = args.shards ?? storedShardCount(data_dir) ?? Math.min(SHARDS_MAX, availableParallelism());
-    const engine_options = { data_dir, shards, queue_events_max: QUEUE_EVENTS_MAX, feed_retention_ms: args.feed_retention_hours * 3_600_000 };
+    const engine_options = {
+      data_dir,
+      shards,
+      queue_events_max: QUEUE_EVENTS_MAX,
+      feed_retention_ms: args.feed_retention_hours * 3_600_000,
+      shard_heap_mb: args.shard_heap_mb ?? undefined,
+      on_memory: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => {
+        const fields = { shard, live_mib: Math.round(live_bytes / 2 ** 20), limit_mib: Math.round(limit_bytes / 2 ** 20) };
+        if (full) logger.error(fields, 'shard at its memory capacity: writes to it are refused; restart with a larger --shard-heap-mb');
+        else logger.warn(fields, 'shard memory back under its mark: writes resume');
+      },
+    };
     if (args.cluster === null) engine = await Engine.start(engine_options);
     else {
       const cluster = args.cluster;

@@ -11,6 +11,9 @@ import { CREATE_ACCOUNT_STATUS_NAMES, CREATE_TRANSFER_STATUS_NAMES } from '../le
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 export interface ShardGaugeSource {
+  /** The worker's heap in use after its last major collection (0 before the first). */
+  heap_live_bytes: number;
+  heap_limit_bytes: number;
   head_position: number;
   durable_position: number;
   checkpointed_position: number;
@@ -90,6 +93,8 @@ export class ShardMetrics {
     gauge('keel_shard_log_durable_position', 'Position up to which the log is fsynced.', (s) => s.durable_position);
     gauge('keel_shard_checkpoint_position', 'Log position covered by the last durable checkpoint.', (s) => s.checkpointed_position);
     gauge('keel_shard_accounts', 'Accounts held by the shard.', (s) => s.accounts);
+    gauge('keel_shard_heap_live_bytes', 'The shard worker\'s heap in use right after its last major garbage collection (its state); writes are refused past 80% of the limit.', (s) => s.heap_live_bytes);
+    gauge('keel_shard_heap_limit_bytes', 'The shard worker\'s heap limit (--shard-heap-mb, or V8\'s default).', (s) => s.heap_limit_bytes);
     gauge('keel_shard_transfers', 'Transfers held by the shard.', (s) => s.transfers);
     gauge('keel_shard_pending_transfers', 'Pending transfers not yet posted, voided or expired.', (s) => s.pending_live);
     gauge('keel_shard_expired_transfers', 'Pending transfers expired since the shard started.', (s) => s.expired_total);

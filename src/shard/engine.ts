@@ -32,6 +32,10 @@ export interface EngineOptions {
   feed_retention_ms?: number;
   /** A center of a cluster (src/replication/): absent for a single center. */
   replication?: EngineReplication;
+  /** Each shard worker's old-generation heap limit in MiB (`--shard-heap-mb`); absent: V8's default. */
+  shard_heap_mb?: number;
+  /** A shard's live heap crossed a mark: writes to it are refused (`full`) or resume. */
+  on_memory?: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => void;
 }
 
 /**
@@ -156,6 +160,8 @@ export class Engine {
             shard_count: options.shards,
             feed_retention_ms: options.feed_retention_ms ?? 0,
             queue_events_max: options.queue_events_max,
+            heap_mb: options.shard_heap_mb,
+            on_memory: options.on_memory,
             role: options.replication?.role ?? 'single',
             epoch: options.replication?.epoch ?? 1,
             on_entries: options.replication?.on_entries,
@@ -327,6 +333,8 @@ export class Engine {
 
   private runRoute(route: Route, kind: GroupKindValue, count: number, body: Uint8Array, record_bytes: number): Promise<ShardResult> {
     const op = kind === GroupKind.accounts ? ShardOp.create_accounts : ShardOp.create_transfers;
+    const full = this.memoryRefusal(route);
+    if (full !== null) return Promise.resolve(full);
     if (route.kind === 'group') return this.runGroup(kind, count, body, route.participants, route.known);
     const parts = route.kind === 'one' ? null : [...route.parts];
     if (parts === null || parts.length === 1) {
@@ -414,6 +422,16 @@ export class Engine {
       this.group_queue_events += count;
       this.scheduleGroupFlush();
     });
+  }
+
+  /** Writes to a shard at its memory capacity are refused whole, before anything is queued. */
+  private memoryRefusal(route: Route): ShardResult | null {
+    const shards = route.kind === 'one' ? [0] : route.kind === 'split' ? route.parts.keys() : route.participants;
+    for (const shard of shards) {
+      const full = this.handles[shard].memory_full;
+      if (full !== null) return { error: 'unavailable', message: full };
+    }
+    return null;
   }
 
   /** Wakes `close` once no cross-shard group is in flight or queued. */

@@ -33,8 +33,12 @@ export interface ShardHandleOptions {
   on_due: (shard: number, kind: 'local' | 'foreign') => void;
   /** The shard stopped serving (crashed, or its storage failed). */
   on_failed: (shard: number, message: string) => void;
+  /** The shard's live heap crossed a mark: writes to it stop (`full`) or resume. */
+  on_memory?: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => void;
   /** Events queued or in flight in this shard before new requests are answered `busy`. */
   queue_events_max: number;
+  /** The worker's old-generation heap limit in MiB; absent: V8's default. */
+  heap_mb?: number;
   /** Replication (docs/replication.md): `single` without it. */
   role: ShardRole;
   epoch: number;
@@ -109,7 +113,7 @@ export class ShardHandle {
       shard_count: options.shard_count,
       feed_retention_ms: options.feed_retention_ms,
     };
-    const worker = new Worker(WORKER_ENTRY, { workerData: data });
+    const worker = new Worker(WORKER_ENTRY, options.heap_mb === undefined ? { workerData: data } : { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heap_mb } });
     const handle = new ShardHandle(options, worker);
     return new Promise((resolve, reject) => {
       const on_exit = (code: number): void => reject(new Error(`shard ${options.index} exited with code ${code} while starting`));
@@ -134,6 +138,12 @@ export class ShardHandle {
             return;
           case 'due':
             options.on_due(options.index, message.kind);
+            return;
+          case 'memory':
+            handle.memory_full = message.full
+              ? `shard ${options.index} is at its memory capacity (${mib(message.live_bytes)} MiB live of ${mib(message.limit_bytes)} MiB): it keeps its state in memory, so writes to it are refused until it is restarted with a larger --shard-heap-mb`
+              : null;
+            options.on_memory?.(options.index, message.full, message.live_bytes, message.limit_bytes);
             return;
           case 'entries':
             options.on_entries?.(options.index, message.first, message.entries);
@@ -197,6 +207,9 @@ export class ShardHandle {
   get failed(): boolean {
     return this.failure !== null;
   }
+
+  /** Why writes to this shard are refused for memory (src/shard/memory.ts), or null. */
+  memory_full: string | null = null;
 
   /**
    * Sends one request; resolves with its result (never rejects: errors are results). `force`
@@ -419,4 +432,8 @@ export class ShardHandle {
     this.waiting.clear();
     this.events_in_flight = 0;
   }
+}
+
+function mib(bytes: number): number {
+  return Math.round(bytes / 2 ** 20);
 }

@@ -147,6 +147,8 @@ export type FromWorker =
     }
   | { type: 'group_read'; gid: number; read_set: Uint8Array }
   | { type: 'due'; kind: 'local' | 'foreign' }
+  /** The shard's live heap crossed a mark (src/shard/memory.ts): writes to it stop or resume. */
+  | { type: 'memory'; full: boolean; live_bytes: number; limit_bytes: number }
   | { type: 'group_entries'; request: number; entries: GroupEntryWire[]; error?: string }
   | { type: 'rolled'; request: number; error?: string }
   /** `position`: the log's durable position when they were sent; each reply depends on nothing past it. */

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Shard } from './shard.ts';
 import { ShardMetrics } from '../metrics/shard.ts';
+import { watchHeap } from './memory.ts';
 import { LogOp } from '../storage/log.ts';
 import { EVENTS_PER_REQUEST_MAX, TransferFlags } from '../ledger/types.ts';
 import { TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
@@ -60,9 +61,12 @@ function ship(): void {
   if (shipped < durable) scheduleShip();
   post({ type: 'entries', first, entries }, entries.map((bytes) => bytes.buffer as ArrayBuffer));
 }
+const heap = watchHeap((state) => post({ type: 'memory', full: state.full, live_bytes: state.live_bytes, limit_bytes: state.limit_bytes }));
 const metrics = new ShardMetrics(data.index, () => {
   const next = shard.ledger.nextExpiry();
   return {
+    heap_live_bytes: heap.live_bytes,
+    heap_limit_bytes: heap.limit_bytes,
     head_position: shard.head_position,
     durable_position: shard.durable_position,
     checkpointed_position: shard.checkpointed_position,
