@@ -66,6 +66,33 @@ t.test('holds ids at both ends of the u64 range, and refuses what it cannot hold
   t.throws(() => map.set(U64_MAX + 1n, { id: U64_MAX + 1n, n: 0 }), RangeError, 'past u64');
   t.equal(map.size, 5, 'a refused set changes nothing');
   t.throws(() => new IdMap<Item>(2 ** 29 + 1), /holds at most 536870912 ids/, 'a table past 2^29 ids is refused, not corrupted');
+  map.set(5n, { id: 5n, n: 5 });
+  t.equal(map.get(-1n), undefined, 'an id below the range does not wrap onto 2^64-1');
+  t.equal(map.get(2n ** 64n + 5n), undefined, 'nor one above it onto 5');
+  t.notOk(map.has(2n ** 64n + 5n));
+  t.notOk(map.delete(2n ** 64n + 5n));
+  t.equal(map.get(5n)?.n, 5);
+  t.notOk(map.insert(5n, { id: 5n, n: 6 }), 'insert refuses a present id');
+  t.equal(map.get(5n)?.n, 5, 'and leaves its value');
+  t.ok(map.insert(6n, { id: 6n, n: 6 }));
+  t.equal(map.size, 7);
+});
+
+t.test('an iteration that sees an insert or a delete stops with an error instead of skipping entries', async (t) => {
+  const map = new IdMap<Item>(2);
+  for (let i = 1n; i <= 20n; i++) map.set(i, { id: i, n: Number(i) });
+  t.throws(() => {
+    for (const [id] of map) map.set(id + 1000n, { id: id + 1000n, n: 0 });
+  }, /changed \(insert or delete\) while being iterated/);
+  t.throws(() => {
+    for (const id of map.keys()) map.delete(id);
+  }, /while being iterated/);
+  let replaced = 0;
+  for (const [id, item] of map) {
+    map.set(id, { ...item, n: -1 });
+    replaced++;
+  }
+  t.equal(replaced, map.size, 'replacing values while iterating is fine');
 });
 
 t.test('grows from a tiny table to a million ids over several value pages, and deletes across them', async (t) => {

@@ -27,6 +27,8 @@ export class IdMap<V> {
   private pages: Array<Array<V | undefined>>;
   private mask: number;
   private count = 0;
+  /** Bumped by every insert and delete: an iterator that sees it change stops with an error. */
+  private version = 0;
 
   constructor(capacity = 1024) {
     let slots = CAPACITY_MIN;
@@ -52,12 +54,23 @@ export class IdMap<V> {
 
   /** Inserts or replaces the value under `id`. */
   set(id: bigint, value: V): this {
+    this.put(id, value, true);
+    return this;
+  }
+
+  /** Inserts the value under `id` if the id is absent; returns false (changing nothing) if present. */
+  insert(id: bigint, value: V): boolean {
+    return this.put(id, value, false);
+  }
+
+  private put(id: bigint, value: V, replace: boolean): boolean {
     if (value === undefined) throw new RangeError('undefined marks empty slots: it cannot be stored');
     if (id <= 0n || id > U64_MAX) throw new RangeError(`id ${id} cannot be stored: ids are 1..2^64-1 (0 marks empty slots)`);
     let slot = this.find(id);
     if (slot >= 0) {
+      if (!replace) return false;
       this.pages[slot >>> PAGE_BITS][slot & PAGE_MASK] = value;
-      return this;
+      return true;
     }
     if ((this.count + 1) > (this.mask + 1) * LOAD_MAX) {
       this.grow();
@@ -69,7 +82,8 @@ export class IdMap<V> {
     this.words[(slot << 1) + 1] = split.getUint32(4, true);
     this.pages[slot >>> PAGE_BITS][slot & PAGE_MASK] = value;
     this.count++;
-    return this;
+    this.version++;
+    return true;
   }
 
   delete(id: bigint): boolean {
@@ -98,19 +112,27 @@ export class IdMap<V> {
     keys[(hole << 1) + 1] = 0;
     this.pages[hole >>> PAGE_BITS][hole & PAGE_MASK] = undefined;
     this.count--;
+    this.version++;
     return true;
   }
 
+  /** Values in slot order. Inserting or deleting while iterating throws (entries move). */
   *values(): IterableIterator<V> {
-    for (const page of this.pages) for (const value of page) if (value !== undefined) yield value;
+    for (const [, value] of this.entries()) yield value;
   }
 
-  /** Ids and values in slot order (not insertion order: sort where order matters). */
+  /**
+   * Ids and values in slot order (not insertion order: sort where order matters). Inserting or
+   * deleting while iterating throws: growth and backward-shift deletion move entries, so an
+   * iteration across them would skip or repeat some (replacing a value is fine).
+   */
   *entries(): IterableIterator<[bigint, V]> {
-    const words = this.words;
+    const version = this.version;
     for (let slot = 0; slot <= this.mask; slot++) {
       const value = this.pages[slot >>> PAGE_BITS][slot & PAGE_MASK];
-      if (value !== undefined) yield [(BigInt(words[(slot << 1) + 1]) << 32n) | BigInt(words[slot << 1]), value];
+      if (value === undefined) continue;
+      yield [(BigInt(this.words[(slot << 1) + 1]) << 32n) | BigInt(this.words[slot << 1]), value];
+      if (this.version !== version) throw new Error('an IdMap changed (insert or delete) while being iterated');
     }
   }
 
@@ -122,8 +144,12 @@ export class IdMap<V> {
     for (const [id] of this.entries()) yield id;
   }
 
-  /** The slot holding `id`, or the bitwise complement of the empty slot where it would go. */
+  /**
+   * The slot holding `id`, or the bitwise complement of the empty slot where it would go. An id
+   * outside 1..2^64-1 is never held (setBigUint64 would wrap it onto another id).
+   */
   private find(id: bigint): number {
+    if (id <= 0n || id > U64_MAX) return -1;
     split.setBigUint64(0, id, true);
     const lo = split.getUint32(0, true);
     const hi = split.getUint32(4, true);

@@ -404,7 +404,8 @@ export class Ledger {
       flags: a.flags,
       timestamp,
     };
-    this.accounts.set(account.id, account);
+    const inserted = this.accounts.insert(account.id, account);
+    assert(inserted, 'a created account is new');
     this.changed_accounts.add(account);
     if (timestamp > this.account_timestamp_max) this.account_timestamp_max = timestamp;
     if (this.scope_open) {
@@ -707,7 +708,8 @@ export class Ledger {
   }
 
   private insertTransfer(transfer: Transfer, dr: Account, cr: Account): void {
-    this.transfers.set(transfer.id, transfer);
+    const inserted = this.transfers.insert(transfer.id, transfer);
+    assert(inserted, 'a created transfer is new');
     if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
     // History records the balance right after this transfer, before later events move it again.
     const dr_balance = (dr.flags & AccountFlags.history) !== 0 ? balanceOf(dr, transfer.timestamp) : null;
@@ -996,7 +998,8 @@ export class Ledger {
   restore(snapshot: LedgerSnapshot): void {
     assert(this.accounts.size === 0 && this.transfers.size === 0, 'restore into an empty ledger');
     for (const account of snapshot.accounts) {
-      this.accounts.set(account.id, account);
+      const inserted = this.accounts.insert(account.id, account);
+      assert(inserted, 'a restored account is new');
       this.indexAccount(account);
       if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
     }
@@ -1032,14 +1035,14 @@ export class Ledger {
     assert(this.accounts.size === 0 && this.transfers.size === 0, 'seed into an empty ledger');
     this.partial = true;
     for (const account of read.accounts) {
-      this.accounts.set(account.id, account);
+      const inserted = this.accounts.insert(account.id, account);
+      assert(inserted, 'an account is read from one shard only');
       this.indexAccount(account);
     }
-    assert(this.accounts.size === read.accounts.length, 'an account is read from one shard only');
     this.accounts_unsorted = true;
     // Existing transfers serve only the exists checks and pending lookups: they are not indexed.
     for (const transfer of read.transfers) {
-      if (!this.transfers.has(transfer.id)) this.transfers.set(transfer.id, transfer);
+      this.transfers.insert(transfer.id, transfer); // read by several participants: the first copy stays
     }
     for (const [id, state] of read.pending) {
       const known = this.pending.get(id);
@@ -1087,7 +1090,8 @@ export class Ledger {
       if (!owns(account.id)) continue;
       if (mine === undefined) {
         assert(account.timestamp > this.last_timestamp || (account.flags & AccountFlags.imported) !== 0, 'adopted account is new');
-        this.accounts.set(account.id, account);
+        const inserted = this.accounts.insert(account.id, account);
+        assert(inserted, 'an adopted account is new');
         this.indexAccount(account);
         this.changed_accounts.add(account);
         if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
@@ -1140,10 +1144,8 @@ export class Ledger {
 
   /** Stores a transfer that is already final (restored, or adopted from a group) with its query indexes. */
   private storeTransfer(transfer: Transfer): void {
-    // The size check asserts the id is new without a second lookup in a map of millions.
-    const size = this.transfers.size;
-    this.transfers.set(transfer.id, transfer);
-    assert(this.transfers.size === size + 1, 'a stored transfer is new');
+    const inserted = this.transfers.insert(transfer.id, transfer);
+    assert(inserted, 'a stored transfer is new');
     if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
     this.transfers_by_time.push(transfer);
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);

@@ -244,7 +244,7 @@ export class Coordinator {
     const current = await this.read(group);
     if (current === null) return { ok: false, reason: 'the group does not exist', state: null };
     if (!current.state.isr.includes(this.center)) return { ok: false, reason: `${this.center} is not in the in-sync set`, state: current.state };
-    if (!this.mayLead()) return { ok: false, reason: 'this center cannot renew its lease', state: current.state };
+    if (!this.mayLead(generation)) return { ok: false, reason: 'this center cannot renew its lease (or it was replaced)', state: current.state };
     // The previous leader's lease ran out (or it resigned): it leaves the in-sync set with its
     // leadership, so that commit does not wait for it; it rejoins once it has caught up.
     const isr = current.state.isr.filter((member) => member === this.center || member !== current.state.leader);

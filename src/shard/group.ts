@@ -313,8 +313,12 @@ export function encodeGroupEntry(entry: GroupEntry): Uint8Array {
 
 /** A group entry's id and participants, read from its head alone (replication tracks these). */
 export function groupEntryHeader(bytes: Uint8Array): { gid: number; participants: number[] } {
+  if (bytes.byteLength < 24) throw new Error(`group entry of ${bytes.byteLength} bytes is truncated`);
   const view = viewOf(bytes);
+  const kind = view.getUint8(8);
+  if (kind !== GroupKind.accounts && kind !== GroupKind.transfers && kind !== GroupKind.pulse) throw new Error(`unknown group kind ${kind}`);
   const n = view.getUint8(9);
+  if (bytes.byteLength < 24 + n) throw new Error(`group entry of ${bytes.byteLength} bytes cannot name ${n} participants`);
   const participants: number[] = [];
   for (let i = 0; i < n; i++) participants.push(view.getUint8(24 + i));
   return { gid: Number(view.getBigUint64(0, true)), participants };

@@ -9,7 +9,12 @@ import { PerformanceObserver, constants, type PerformanceEntry } from 'node:perf
 import { getHeapStatistics } from 'node:v8';
 import { resourceLimits } from 'node:worker_threads';
 
-/** Live heap past this share of the limit: writes are refused. */
+/**
+ * Live heap past this share of the limit: writes are refused. The rest is headroom for what is
+ * already queued and for garbage between collections, and for an id table's growth, which holds
+ * its old and new value pages at once for a moment (about 32 bytes per id, under a tenth of the
+ * state's ~400). Id tables' keys live outside the V8 heap and do not count against its limit.
+ */
 export const HEAP_FULL_FRACTION = 0.8;
 /** Refused writes resume once live heap is back under this share. */
 export const HEAP_CLEAR_FRACTION = 0.7;

@@ -224,7 +224,10 @@ export class LogStore {
   appendStored(bytes: Uint8Array, entry: LogEntry, group_id = 0): Promise<number> {
     if (this.failure !== null) return Promise.reject(this.failure);
     // `entry` is what decodeEntry (checksums verified) made of these very bytes: its body is a view of them.
-    if (entry.body.buffer !== bytes.buffer) throw new RangeError('appendStored takes the entry decoded from its bytes');
+    // (Its body is the records alone: timestamp runs, when present, follow them in the bytes.)
+    if (entry.body.buffer !== bytes.buffer || entry.body.byteOffset !== bytes.byteOffset + ENTRY_HEADER_BYTES || entry.body.byteLength > bytes.byteLength - ENTRY_HEADER_BYTES) {
+      throw new RangeError('appendStored takes the entry decoded from its bytes');
+    }
     if (entry.position !== this.head_.position + 1) {
       throw new ReplicaEntryError('out_of_order', `entry ${entry.position} does not follow this log's head ${this.head_.position}`);
     }
