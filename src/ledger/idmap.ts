@@ -195,7 +195,8 @@ function newPages<V>(slots: number): Array<Array<V | undefined>> {
   return pages;
 }
 
-function slotOf(lo: number, hi: number): number {
+/** A 32-bit mix of a u64 id given as its halves: the home slot of an id in a table (also the shard router's id filters). */
+export function slotOf(lo: number, hi: number): number {
   let h = Math.imul(lo ^ 0x9e37_79b9, 0x85eb_ca6b) ^ Math.imul(hi ^ 0x7f4a_7c15, 0xc2b2_ae35);
   h = Math.imul(h ^ (h >>> 16), 0x7feb_352d);
   h = Math.imul(h ^ (h >>> 15), 0x846c_a68b);

@@ -10,6 +10,8 @@
 // to at most 60%: a lookup of an absent id probes ~3.6 slots and matches a fingerprint by chance
 // with probability ~1e-9. It grows by layers (each twice the last), at ~6.7 bytes per id.
 
+import { slotOf } from '../ledger/idmap.ts';
+
 const LOAD_MAX = 0.6;
 const FIRST_SLOTS = 1 << 20;
 
@@ -96,13 +98,6 @@ export class IdFilter {
     for (const layer of this.layers) total += layer.slots.byteLength;
     return total;
   }
-}
-
-function slotOf(lo: number, hi: number): number {
-  let h = Math.imul(lo ^ 0x9e37_79b9, 0x85eb_ca6b) ^ Math.imul(hi ^ 0x7f4a_7c15, 0xc2b2_ae35);
-  h = Math.imul(h ^ (h >>> 16), 0x7feb_352d);
-  h = Math.imul(h ^ (h >>> 15), 0x846c_a68b);
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /** Independent of slotOf, and never 0 (0 marks an empty slot). */
