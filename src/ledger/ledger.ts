@@ -115,13 +115,15 @@ export class Ledger {
    * execution asks (imports, a rolled-back account): most groups never do.
    */
   private accounts_unsorted = false;
-  private readonly accounts_by_user_data_64 = new Map<bigint, Account[]>();
-  private readonly accounts_by_user_data_32 = new Map<number, Account[]>();
+  // User data can be distinct per object (an external reference): IdMaps, which have no 16.7
+  // million-entry ceiling (the u32 field is keyed as a bigint). Ledgers and codes are few.
+  private readonly accounts_by_user_data_64 = new IdMap<Account[]>();
+  private readonly accounts_by_user_data_32 = new IdMap<Account[]>();
   private readonly accounts_by_ledger = new Map<number, Account[]>();
   private readonly accounts_by_code = new Map<number, Account[]>();
   private readonly transfers_by_time: Transfer[] = [];
-  private readonly transfers_by_user_data_64 = new Map<bigint, Transfer[]>();
-  private readonly transfers_by_user_data_32 = new Map<number, Transfer[]>();
+  private readonly transfers_by_user_data_64 = new IdMap<Transfer[]>();
+  private readonly transfers_by_user_data_32 = new IdMap<Transfer[]>();
   private readonly transfers_by_ledger = new Map<number, Transfer[]>();
   private readonly transfers_by_code = new Map<number, Transfer[]>();
   private readonly expiry = new ExpiryQueue();
@@ -807,7 +809,7 @@ export class Ledger {
       history: (account.flags & AccountFlags.history) !== 0 ? [] : null,
     });
     if (account.user_data_64 !== 0n) pushIndexed(this.accounts_by_user_data_64, account.user_data_64, account);
-    if (account.user_data_32 !== 0) pushIndexed(this.accounts_by_user_data_32, account.user_data_32, account);
+    if (account.user_data_32 !== 0) pushIndexed(this.accounts_by_user_data_32, BigInt(account.user_data_32), account);
     pushIndexed(this.accounts_by_ledger, account.ledger, account);
     pushIndexed(this.accounts_by_code, account.code, account);
   }
@@ -820,7 +822,7 @@ export class Ledger {
       return;
     }
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
-    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, BigInt(transfer.user_data_32), transfer);
     pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
     pushIndexed(this.transfers_by_code, transfer.code, transfer);
     const dr_index = this.account_index.get(transfer.debit_account_id)!;
@@ -923,8 +925,8 @@ export class Ledger {
   private pickIndex<T extends QueryFiltered>(
     filter: QueryFilter,
     all: T[],
-    by_user_data_64: Map<bigint, T[]>,
-    by_user_data_32: Map<number, T[]>,
+    by_user_data_64: IdMap<T[]>,
+    by_user_data_32: IdMap<T[]>,
     by_ledger: Map<number, T[]>,
     by_code: Map<number, T[]>,
   ): T[] {
@@ -934,7 +936,7 @@ export class Ledger {
       if (candidate.length < best.length) best = candidate;
     };
     if (filter.user_data_64 !== 0n) consider(by_user_data_64.get(filter.user_data_64));
-    if (filter.user_data_32 !== 0) consider(by_user_data_32.get(filter.user_data_32));
+    if (filter.user_data_32 !== 0) consider(by_user_data_32.get(BigInt(filter.user_data_32)));
     if (filter.ledger !== 0) consider(by_ledger.get(filter.ledger));
     if (filter.code !== 0) consider(by_code.get(filter.code));
     return best;
@@ -1149,7 +1151,7 @@ export class Ledger {
     if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
     this.transfers_by_time.push(transfer);
     if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
-    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, transfer.user_data_32, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, BigInt(transfer.user_data_32), transfer);
     pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
     pushIndexed(this.transfers_by_code, transfer.code, transfer);
   }

@@ -41,7 +41,7 @@ export function timestampRange(
 }
 
 /** Appends to the array stored under key, creating it on first use. */
-export function pushIndexed<K, V>(index: Map<K, V[]>, key: K, value: V): void {
+export function pushIndexed<K, V>(index: { get(key: K): V[] | undefined; set(key: K, list: V[]): unknown }, key: K, value: V): void {
   const list = index.get(key);
   if (list === undefined) index.set(key, [value]);
   else list.push(value);
