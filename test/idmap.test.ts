@@ -3,7 +3,7 @@
 // at every step, across growth, with ids that share their low or high 32 bits.
 
 import t from 'tap';
-import { IdMap } from '../src/ledger/idmap.ts';
+import { IdMap, IdSet } from '../src/ledger/idmap.ts';
 import { rng } from './support/order.ts';
 
 type Item = { readonly id: bigint; readonly n: number };
@@ -110,4 +110,14 @@ t.test('grows from a tiny table to a million ids over several value pages, and d
   t.equal(map.size, n - Math.floor(n / 3));
   t.equal([...map.values()].length, map.size);
   t.equal(map.get(id(n + 1)), undefined);
+});
+
+t.test('IdSet: add is idempotent, has answers, iteration yields each id once', async (t) => {
+  const set = new IdSet(1);
+  for (const id of [5n, 7n, 5n, U64_MAX, 1n << 40n]) set.add(id);
+  t.equal(set.size, 4);
+  t.ok(set.has(7n) && set.has(U64_MAX) && set.has(1n << 40n));
+  t.notOk(set.has(6n));
+  t.same([...set].sort((a, b) => (a < b ? -1 : 1)), [5n, 7n, 1n << 40n, U64_MAX]);
+  t.throws(() => set.add(0n), RangeError, 'id 0 is refused');
 });

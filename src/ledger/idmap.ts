@@ -202,3 +202,29 @@ export function slotOf(lo: number, hi: number): number {
   h = Math.imul(h ^ (h >>> 15), 0x846c_a68b);
   return (h ^ (h >>> 16)) >>> 0;
 }
+
+/** A set of u64 ids on an IdMap (burned transfer ids can number as many as transfers). */
+export class IdSet {
+  private readonly map: IdMap<true>;
+
+  constructor(capacity = 1024) {
+    this.map = new IdMap<true>(capacity);
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  has(id: bigint): boolean {
+    return this.map.has(id);
+  }
+
+  add(id: bigint): this {
+    this.map.insert(id, true);
+    return this;
+  }
+
+  [Symbol.iterator](): IterableIterator<bigint> {
+    return this.map.keys();
+  }
+}

@@ -30,7 +30,7 @@ import {
 } from './types.ts';
 import { lowerBound, pushIndexed, timestampRange } from './sorted.ts';
 import { ExpiryQueue } from './expiry.ts';
-import { IdMap } from './idmap.ts';
+import { IdMap, IdSet } from './idmap.ts';
 
 /** Where a pending transfer stands; stored beside it, since transfers themselves are immutable. */
 export const PendingStatus = { pending: 1, posted: 2, voided: 3, expired: 4 } as const;
@@ -96,7 +96,7 @@ export class Ledger {
   readonly transfers = new IdMap<Transfer>();
   readonly pending = new IdMap<PendingState>();
   /** Ids whose transfer failed with a transient status: reusing them is `id_already_failed`. */
-  readonly transient = new Set<bigint>();
+  readonly transient = new IdSet();
   /** Pending transfers not yet posted, voided or expired (for operators). */
   pending_live = 0;
   /** Pending transfers expired since start (for operators). */
