@@ -26,8 +26,9 @@ Options (and their environment variables):
                     or one per core for a new one; fixed once the directory exists)
   --feed-retention H  the change feed serves transfers of the last H hours; older cursors get
                     cursor_expired (KEEL_FEED_RETENTION_HOURS, default 168; 0 keeps all)
-  --shard-heap-mb M each shard worker's heap limit in MiB (KEEL_SHARD_HEAP_MB, default V8's, about
-                    4096): a shard keeps its state in memory and refuses writes past 80% of it
+  --shard-heap-mb M each shard worker's heap limit in MiB, 256 or more (KEEL_SHARD_HEAP_MB; default:
+                    the machine's memory less 2 GiB, shared by the shards, at most 4096): a shard
+                    keeps its state in memory and refuses writes (busy) near the limit
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -189,7 +190,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   const retention = integer('--feed-retention', pick(str(values['feed-retention']), env.KEEL_FEED_RETENTION_HOURS, '168'), 0, 24 * 365 * 100);
   if (!retention.ok) return retention;
   const heap_text = pick(str(values['shard-heap-mb']), env.KEEL_SHARD_HEAP_MB, 'default');
-  const heap = heap_text === 'default' ? { ok: true as const, value: null } : integer('--shard-heap-mb', heap_text, 32, 1_048_576);
+  const heap = heap_text === 'default' ? { ok: true as const, value: null } : integer('--shard-heap-mb', heap_text, 256, 1_048_576);
   if (!heap.ok) return heap;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';

@@ -10,7 +10,7 @@ import { Engine, EngineLockedError, storedShardCount } from '../shard/engine.ts'
 import { Center } from '../replication/center.ts';
 import { registerClusterMetrics } from '../metrics/cluster.ts';
 import { SHARDS_MAX } from '../shard/router.ts';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import { createLogger } from '../gateway/log.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { MainMetrics } from '../metrics/gateway.ts';
@@ -70,7 +70,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
       shards,
       queue_events_max: QUEUE_EVENTS_MAX,
       feed_retention_ms: args.feed_retention_hours * 3_600_000,
-      shard_heap_mb: args.shard_heap_mb ?? undefined,
+      shard_heap_mb: args.shard_heap_mb ?? defaultShardHeapMb(shards),
       on_memory: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => {
         const fields = { shard, live_mib: Math.round(live_bytes / 2 ** 20), limit_mib: Math.round(limit_bytes / 2 ** 20) };
         if (full) logger.error(fields, 'shard at its memory capacity: writes to it are refused; restart with a larger --shard-heap-mb');
@@ -230,4 +230,15 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
 function fail(io: Io, message: string): number {
   io.err(`keel: ${message}`);
   return EXIT_FAILED;
+}
+
+/**
+ * Each shard's heap when `--shard-heap-mb` is not given: the machine's memory less 2 GiB (the main
+ * thread, the page cache LMDB reads through), shared by the shards, and never more than V8's own
+ * default of 4 GiB. V8's default alone is per worker: one per core would promise more than the
+ * machine has, and the operating system would kill the process before any shard refused a write.
+ */
+export function defaultShardHeapMb(shards: number): number {
+  const spare_mb = Math.floor((totalmem() - 2 * 2 ** 30) / 2 ** 20);
+  return Math.max(256, Math.min(4096, Math.floor(spare_mb / shards)));
 }

@@ -14,6 +14,8 @@ export interface ShardGaugeSource {
   /** The worker's heap in use after its last major collection (0 before the first). */
   heap_live_bytes: number;
   heap_limit_bytes: number;
+  /** Writes to the shard are refused for memory. */
+  memory_full: boolean;
   head_position: number;
   durable_position: number;
   checkpointed_position: number;
@@ -93,7 +95,8 @@ export class ShardMetrics {
     gauge('keel_shard_log_durable_position', 'Position up to which the log is fsynced.', (s) => s.durable_position);
     gauge('keel_shard_checkpoint_position', 'Log position covered by the last durable checkpoint.', (s) => s.checkpointed_position);
     gauge('keel_shard_accounts', 'Accounts held by the shard.', (s) => s.accounts);
-    gauge('keel_shard_heap_live_bytes', 'The shard worker\'s heap in use right after its last major garbage collection (its state); writes are refused past 80% of the limit.', (s) => s.heap_live_bytes);
+    gauge('keel_shard_heap_live_bytes', 'The shard worker\'s old generation in use right after its last major garbage collection (its state); writes are refused past a mark (keel_shard_memory_full).', (s) => s.heap_live_bytes);
+    gauge('keel_shard_memory_full', '1 while writes to the shard are refused because its live heap passed its mark (src/shard/memory.ts).', (s) => (s.memory_full ? 1 : 0));
     gauge('keel_shard_heap_limit_bytes', 'The shard worker\'s heap limit (--shard-heap-mb, or V8\'s default).', (s) => s.heap_limit_bytes);
     gauge('keel_shard_transfers', 'Transfers held by the shard.', (s) => s.transfers);
     gauge('keel_shard_pending_transfers', 'Pending transfers not yet posted, voided or expired.', (s) => s.pending_live);

@@ -424,12 +424,15 @@ export class Engine {
     });
   }
 
-  /** Writes to a shard at its memory capacity are refused whole, before anything is queued. */
+  /**
+   * Writes to a shard at its memory capacity are refused whole, before anything is queued: `busy`
+   * (certainly not applied; PROTOCOL.md section 2), with the reason and what to do.
+   */
   private memoryRefusal(route: Route): ShardResult | null {
     const shards = route.kind === 'one' ? [0] : route.kind === 'split' ? route.parts.keys() : route.participants;
     for (const shard of shards) {
       const full = this.handles[shard].memory_full;
-      if (full !== null) return { error: 'unavailable', message: full };
+      if (full !== null) return { error: 'busy', message: full };
     }
     return null;
   }
@@ -500,6 +503,13 @@ export class Engine {
       }
     };
     for (const shard of participants) {
+      const full = this.handles[shard].memory_full;
+      // Groups that waited in the queue while a participant filled up are refused too.
+      if (full !== null && kind !== GroupKind.pulse) {
+        answer({ error: 'busy', message: full });
+        this.scheduleGroupFlush();
+        return;
+      }
       if (!this.handles[shard].hasRoom(count)) {
         answer(busy(shard));
         this.scheduleGroupFlush();

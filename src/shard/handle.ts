@@ -112,17 +112,28 @@ export class ShardHandle {
       dir: options.dir,
       shard_count: options.shard_count,
       feed_retention_ms: options.feed_retention_ms,
+      queue_events_max: options.queue_events_max,
     };
     const worker = new Worker(WORKER_ENTRY, options.heap_mb === undefined ? { workerData: data } : { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heap_mb } });
     const handle = new ShardHandle(options, worker);
     return new Promise((resolve, reject) => {
-      const on_exit = (code: number): void => reject(new Error(`shard ${options.index} exited with code ${code} while starting`));
+      let crash: Error | null = null;
+      const on_exit = (code: number): void => {
+        // Out of memory while replaying: the state outgrew the limit it is restarted with.
+        const memory = (crash as (Error & { code?: string }) | null)?.code === 'ERR_WORKER_OUT_OF_MEMORY';
+        const why = crash === null ? `exited with code ${code}` : `crashed: ${crash.message}`;
+        reject(new Error(`shard ${options.index} ${why} while starting${memory ? '; its state needs more memory than this limit: restart with a larger --shard-heap-mb' : ''}`));
+      };
       worker.once('exit', on_exit);
-      worker.on('error', (error) => handle.fail(`shard ${options.index} crashed: ${error.message}`));
+      worker.on('error', (error) => {
+        crash = error;
+        handle.fail(`shard ${options.index} crashed: ${error.message}`);
+      });
       worker.on('message', (message: FromWorker) => {
         switch (message.type) {
           case 'ready':
             worker.off('exit', on_exit);
+            handle.onMemory(message.memory.full, message.memory.live_bytes, message.memory.limit_bytes);
             worker.on('exit', () => handle.fail(`shard ${options.index} exited`));
             resolve({
               handle,
@@ -140,10 +151,7 @@ export class ShardHandle {
             options.on_due(options.index, message.kind);
             return;
           case 'memory':
-            handle.memory_full = message.full
-              ? `shard ${options.index} is at its memory capacity (${mib(message.live_bytes)} MiB live of ${mib(message.limit_bytes)} MiB): it keeps its state in memory, so writes to it are refused until it is restarted with a larger --shard-heap-mb`
-              : null;
-            options.on_memory?.(options.index, message.full, message.live_bytes, message.limit_bytes);
+            handle.onMemory(message.full, message.live_bytes, message.limit_bytes);
             return;
           case 'entries':
             options.on_entries?.(options.index, message.first, message.entries);
@@ -210,6 +218,14 @@ export class ShardHandle {
 
   /** Why writes to this shard are refused for memory (src/shard/memory.ts), or null. */
   memory_full: string | null = null;
+
+  private onMemory(full: boolean, live_bytes: number, limit_bytes: number): void {
+    const was = this.memory_full !== null;
+    this.memory_full = full
+      ? `shard ${this.index} is at its memory capacity (${mib(live_bytes)} MiB live of ${mib(limit_bytes)} MiB): it keeps its state in memory, so writes to it are refused until it is restarted with a larger --shard-heap-mb`
+      : null;
+    if (full !== was) this.options.on_memory?.(this.index, full, live_bytes, limit_bytes);
+  }
 
   /**
    * Sends one request; resolves with its result (never rejects: errors are results). `force`

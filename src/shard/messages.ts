@@ -144,6 +144,8 @@ export type FromWorker =
       /** Every transfer id this shard holds (and burned ids): the router's filter for it. */
       filter: IdFilterJson;
       log_head: LogHeadWire;
+      /** The shard's memory right after recovery (src/shard/memory.ts). */
+      memory: { full: boolean; live_bytes: number; limit_bytes: number };
     }
   | { type: 'group_read'; gid: number; read_set: Uint8Array }
   | { type: 'due'; kind: 'local' | 'foreign' }
@@ -188,6 +190,8 @@ export interface ShardWorkerData {
   shard_count: number;
   /** The change feed serves transfers this recent (0: all). */
   feed_retention_ms: number;
+  /** The engine's queue bound for this shard: the memory mark leaves room for that much. */
+  queue_events_max: number;
 }
 
 // u64 values cross as bigint; msgpackr turns small ones back into numbers under 'auto', so

@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Shard } from './shard.ts';
 import { ShardMetrics } from '../metrics/shard.ts';
-import { watchHeap } from './memory.ts';
+import { watchHeap, type HeapState } from './memory.ts';
 import { LogOp } from '../storage/log.ts';
 import { EVENTS_PER_REQUEST_MAX, TransferFlags } from '../ledger/types.ts';
 import { TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
@@ -61,12 +61,14 @@ function ship(): void {
   if (shipped < durable) scheduleShip();
   post({ type: 'entries', first, entries }, entries.map((bytes) => bytes.buffer as ArrayBuffer));
 }
-const heap = watchHeap((state) => post({ type: 'memory', full: state.full, live_bytes: state.live_bytes, limit_bytes: state.limit_bytes }));
+/** Measured once recovery is done (src/shard/memory.ts); zeros until then. */
+let heap: HeapState = { live_bytes: 0, limit_bytes: 0, full_bytes: 0, full: false };
 const metrics = new ShardMetrics(data.index, () => {
   const next = shard.ledger.nextExpiry();
   return {
     heap_live_bytes: heap.live_bytes,
     heap_limit_bytes: heap.limit_bytes,
+    memory_full: heap.full,
     head_position: shard.head_position,
     durable_position: shard.durable_position,
     checkpointed_position: shard.checkpointed_position,
@@ -103,7 +105,10 @@ try {
   for (const id of shard.ledger.transfers.keys()) filter.addId(id);
   for (const id of shard.ledger.transient) filter.addId(id);
   shipped = shard.durable_position;
-  post({ type: 'ready', recovery: shard.recovery, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON(), log_head: shard.logHead() });
+  // Measured before `ready`, so that a shard that recovers into a full heap refuses writes from
+  // its first request, not from its next collection.
+  heap = watchHeap(data.queue_events_max, (state) => post({ type: 'memory', ...memoryOf(state) }));
+  post({ type: 'ready', recovery: shard.recovery, last_gid: shard.last_gid, last_timestamp: shard.ledger.last_timestamp, filter: filter.toJSON(), log_head: shard.logHead(), memory: memoryOf(heap) });
 } catch (error) {
   post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
   process.exit(1);
@@ -574,3 +579,7 @@ port.on('message', (message: ToWorker) => {
       .catch((error: unknown) => post({ type: 'failed', message: error instanceof Error ? error.message : String(error) }));
   }
 });
+
+function memoryOf(state: HeapState): { full: boolean; live_bytes: number; limit_bytes: number } {
+  return { full: state.full, live_bytes: state.live_bytes, limit_bytes: state.limit_bytes };
+}
