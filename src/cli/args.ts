@@ -59,7 +59,7 @@ export interface StartArgs {
   shards: number | null;
   /** The change feed's retention in hours (0: all). */
   feed_retention_hours: number;
-  /** Each shard worker's heap limit in MiB; null: V8's default. */
+  /** Each shard worker's heap limit in MiB; null: start.ts's default (defaultShardHeapMb). */
   shard_heap_mb: number | null;
   tls_cert: string | null;
   tls_key: string | null;

@@ -11,7 +11,7 @@ import { CREATE_ACCOUNT_STATUS_NAMES, CREATE_TRANSFER_STATUS_NAMES } from '../le
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 export interface ShardGaugeSource {
-  /** The worker's heap in use after its last major collection (0 before the first). */
+  /** The worker's old generation in use after its last full or major collection (0 until recovered). */
   heap_live_bytes: number;
   heap_limit_bytes: number;
   /** Writes to the shard are refused for memory. */
@@ -97,7 +97,7 @@ export class ShardMetrics {
     gauge('keel_shard_accounts', 'Accounts held by the shard.', (s) => s.accounts);
     gauge('keel_shard_heap_live_bytes', 'The shard worker\'s old generation in use right after its last major garbage collection (its state); writes are refused past a mark (keel_shard_memory_full).', (s) => s.heap_live_bytes);
     gauge('keel_shard_memory_full', '1 while writes to the shard are refused because its live heap passed its mark (src/shard/memory.ts).', (s) => (s.memory_full ? 1 : 0));
-    gauge('keel_shard_heap_limit_bytes', 'The shard worker\'s heap limit (--shard-heap-mb, or V8\'s default).', (s) => s.heap_limit_bytes);
+    gauge('keel_shard_heap_limit_bytes', 'The shard worker\'s old-generation limit (--shard-heap-mb or its default).', (s) => s.heap_limit_bytes);
     gauge('keel_shard_transfers', 'Transfers held by the shard.', (s) => s.transfers);
     gauge('keel_shard_pending_transfers', 'Pending transfers not yet posted, voided or expired.', (s) => s.pending_live);
     gauge('keel_shard_expired_transfers', 'Pending transfers expired since the shard started.', (s) => s.expired_total);

@@ -14,8 +14,9 @@ import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/ty
 import { AccountFlags, EVENTS_PER_REQUEST_MAX, QueryFilterFlags, TransferFlags } from '../ledger/types.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import { ACCOUNT_INPUT_BYTES, TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
+import { pushIndexed } from '../ledger/sorted.ts';
 import { Sequencer } from './clock.ts';
-import { GroupKind, decodeGroupEntry, type GroupKindValue } from './group.ts';
+import { GroupKind, decodeGroupEntry, groupEntryHeader, type GroupKindValue } from './group.ts';
 import type { IdFilter } from './idfilter.ts';
 import { PARTITIONS, shardOfAccount } from './partition.ts';
 import { SHARDS_MAX, routeAccounts, routeTransfers, type Route } from './router.ts';
@@ -226,7 +227,7 @@ export class Engine {
       }
       await Promise.all(
         this.handles.map((handle, shard) => {
-          const missing = ordered.filter(([gid, , body]) => gid > last_gids[shard] && participantsOf(body).includes(shard));
+          const missing = ordered.filter(([gid, , body]) => gid > last_gids[shard] && groupEntryHeader(body).participants.includes(shard));
           if (missing.length === 0) return Promise.resolve();
           this.group_stats.rolled_forward += missing.length;
           return handle.rollForward(missing);
@@ -429,8 +430,11 @@ export class Engine {
    * (certainly not applied; PROTOCOL.md section 2), with the reason and what to do.
    */
   private memoryRefusal(route: Route): ShardResult | null {
-    const shards = route.kind === 'one' ? [0] : route.kind === 'split' ? route.parts.keys() : route.participants;
-    for (const shard of shards) {
+    if (route.kind === 'one') {
+      const full = this.handles[0].memory_full;
+      return full === null ? null : { error: 'busy', message: full };
+    }
+    for (const shard of route.kind === 'split' ? route.parts.keys() : route.participants) {
       const full = this.handles[shard].memory_full;
       if (full !== null) return { error: 'busy', message: full };
     }
@@ -646,7 +650,7 @@ export class Engine {
   lookupAccounts(ids: bigint[]): Promise<ShardResult> {
     if (this.handles.length === 1) return this.handles[0].request((id) => [id, ShardOp.lookup_accounts, { ids }], 1);
     const by_shard = new Map<number, bigint[]>();
-    for (const id of ids) pushTo(by_shard, this.shardOfAccount(id), id);
+    for (const id of ids) pushIndexed(by_shard, this.shardOfAccount(id), id);
     return this.gather(by_shard, (shard_ids) => (id) => [id, ShardOp.lookup_accounts, { ids: shard_ids }]).then((results) => {
       const found = new Map<bigint, Account>();
       for (const result of results) {
@@ -663,7 +667,7 @@ export class Engine {
     // A follower's filters are those of its start: the leader's entries bring ids they lack.
     const filtered = !this.follower;
     for (const id of ids) {
-      for (let shard = 0; shard < this.filters.length; shard++) if (!filtered || this.filters[shard].mayHaveId(id)) pushTo(by_shard, shard, id);
+      for (let shard = 0; shard < this.filters.length; shard++) if (!filtered || this.filters[shard].mayHaveId(id)) pushIndexed(by_shard, shard, id);
     }
     return this.gather(by_shard, (shard_ids) => (id) => [id, ShardOp.lookup_transfers, { ids: shard_ids }]).then((results) => {
       const found = new Map<bigint, Transfer>();
@@ -833,17 +837,6 @@ function mergeKnown(run: readonly QueuedGroup[], count: number): Uint8Array | nu
     at += item.count;
   }
   return known;
-}
-
-function participantsOf(body: Uint8Array): number[] {
-  const n = body[9];
-  return Array.from(body.subarray(24, 24 + n));
-}
-
-function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
-  const list = map.get(key);
-  if (list === undefined) map.set(key, [value]);
-  else list.push(value);
 }
 
 function inOrder<T>(ids: readonly bigint[], found: Map<bigint, T>): T[] {

@@ -50,7 +50,8 @@ export interface ReadSetHeader {
  * due by `horizon` with its accounts (a group expires what is due before its first event, as any
  * batch does). Deterministic: the same state and input give the same bytes, which recovery checks.
  * `known[i] === 0` says no shard holds or burned event i's id: looking it up would find nothing,
- * so it is skipped (a lookup that misses in a map of millions is a tenth of a group's read).
+ * so it is skipped (those misses, in a table of millions, were about 8% of a participant's time in
+ * a 50%-cross-shard profile).
  */
 export function buildReadSet(
   ledger: Ledger,
@@ -311,8 +312,8 @@ export function encodeGroupEntry(entry: GroupEntry): Uint8Array {
   return out;
 }
 
-/** A group entry's id and participants, read from its head alone (replication tracks these). */
-export function groupEntryHeader(bytes: Uint8Array): { gid: number; participants: number[] } {
+/** A group entry's id, kind and participants, read from its head alone (replication tracks these). */
+export function groupEntryHeader(bytes: Uint8Array): { gid: number; kind: GroupKindValue; participants: number[] } {
   if (bytes.byteLength < 24) throw new Error(`group entry of ${bytes.byteLength} bytes is truncated`);
   const view = viewOf(bytes);
   const kind = view.getUint8(8);
@@ -321,28 +322,24 @@ export function groupEntryHeader(bytes: Uint8Array): { gid: number; participants
   if (bytes.byteLength < 24 + n) throw new Error(`group entry of ${bytes.byteLength} bytes cannot name ${n} participants`);
   const participants: number[] = [];
   for (let i = 0; i < n; i++) participants.push(view.getUint8(24 + i));
-  return { gid: Number(view.getBigUint64(0, true)), participants };
+  return { gid: Number(view.getBigUint64(0, true)), kind, participants };
 }
 
 export function decodeGroupEntry(bytes: Uint8Array): GroupEntry {
+  const { gid, kind, participants } = groupEntryHeader(bytes);
   const view = viewOf(bytes);
-  const n = view.getUint8(9);
-  const kind = view.getUint8(8);
-  if (kind !== GroupKind.accounts && kind !== GroupKind.transfers && kind !== GroupKind.pulse) throw new Error(`unknown group kind ${kind}`);
-  const participants: number[] = [];
-  for (let i = 0; i < n; i++) participants.push(view.getUint8(24 + i));
-  const head = 24 + pad8(n);
+  const head = 24 + pad8(participants.length);
   const body_bytes = view.getUint32(16, true);
   const body = bytes.subarray(head, head + body_bytes);
   const read_sets: Uint8Array[] = [];
   let offset = head + body_bytes;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < participants.length; i++) {
     const length = view.getUint32(offset, true);
     read_sets.push(bytes.subarray(offset + 4, offset + 4 + length));
     offset += 4 + length;
   }
   if (offset !== bytes.byteLength) throw new Error(`group entry of ${bytes.byteLength} bytes ends at ${offset}`);
-  return { gid: Number(view.getBigUint64(0, true)), kind, participants, count: view.getUint32(12, true), body, read_sets };
+  return { gid, kind, participants, count: view.getUint32(12, true), body, read_sets };
 }
 
 function pad8(n: number): number {
