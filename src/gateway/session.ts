@@ -8,7 +8,8 @@
 import type { WebSocket } from 'ws';
 import type { Logger } from 'pino';
 import { decodeFrame, encodeReply, type Frame } from './codec.ts';
-import { callEngine, prepare, type LedgerEngine, type Prepared } from './ops.ts';
+import { callEngine, prepare, type EngineCall, type LedgerEngine, type Prepared } from './ops.ts';
+import { readTransfersFrame } from './transfers.ts';
 import {
   CloseCode,
   EVENTS_PER_REQUEST_MAX,
@@ -227,6 +228,14 @@ export class Session {
       return;
     }
     const bytes = Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+    if (this.state === 'open') {
+      const transfers = readTransfersFrame(bytes);
+      if (transfers !== undefined) {
+        const call: EngineCall = { op: 'create_transfers', count: transfers.count, body: transfers.body };
+        this.handleRequest({ id: transfers.id, op: 'create_transfers' }, performance.now(), call);
+        return;
+      }
+    }
     const decoded = decodeFrame(bytes);
     if (!decoded.ok) {
       this.close(CloseCode.invalid_payload, decoded.message);
@@ -288,7 +297,8 @@ export class Session {
     this.ctx.observer?.request(op, outcome, (performance.now() - started_ms) / 1000);
   }
 
-  private handleRequest(frame: Frame, started_ms: number): void {
+  /** `read` is the engine call of a create_transfers frame already read by transfers.ts. */
+  private handleRequest(frame: Frame, started_ms: number, read?: EngineCall): void {
     const id = requestId(frame.id);
     if (id < 0) {
       this.sendError(0, 'invalid_request', describeId(frame.id), 'id');
@@ -347,7 +357,7 @@ export class Session {
     let prepared: Prepared;
     let promise: Promise<ShardResult> | null = null;
     try {
-      prepared = prepare(op, frame);
+      prepared = read === undefined ? prepare(op, frame) : { ok: true, call: read };
       if (prepared.ok && 'call' in prepared) promise = callEngine(this.ctx.engine, prepared.call);
     } catch (error) {
       this.log.error({ err: (error as Error).message, op }, 'request failed before reaching the engine');
