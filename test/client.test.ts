@@ -2,6 +2,7 @@
 
 import t, { type Test } from 'tap';
 import { once } from 'node:events';
+import { isDeepStrictEqual } from 'node:util';
 import type { AddressInfo } from 'node:net';
 import { Packr } from 'msgpackr';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -19,7 +20,9 @@ import {
   type KeelClient,
   type TransferInput,
 } from '../src/client/index.ts';
-import { CANONICAL_U64, encodeFrame, u64 } from '../src/client/codec.ts';
+import { CANONICAL_U64, encodeCreateFrame, encodeFrame, u64, type WireMap } from '../src/client/codec.ts';
+import { accountEvents, transferEvents } from '../src/client/requests.ts';
+import { rng } from './support/order.ts';
 import { decodeTransfers } from '../src/ledger/decode.ts';
 
 // ---------------------------------------------------------------------------------------------------
@@ -585,6 +588,68 @@ t.test('u64 values go out as MessagePack uints; 2^64-1 round-trips', async (t) =
     t.equal(typeof found[k], 'bigint', `${k} is a bigint`);
   }
   t.equal(typeof found.ledger, 'number');
+});
+
+t.test('create frames: the maps the client used to build, written without building them', async (t) => {
+  const random = rng(0xc0de);
+  const U64 = ['id', 'debit_account_id', 'credit_account_id', 'amount', 'pending_id', 'user_data_64', 'timestamp'];
+  const TRANSFER_ORDER = ['id', 'debit_account_id', 'credit_account_id', 'amount', 'pending_id', 'ledger', 'code', 'flags', 'timeout', 'user_data_64', 'user_data_32', 'timestamp'];
+  const ACCOUNT_ORDER = ['id', 'ledger', 'code', 'flags', 'user_data_64', 'user_data_32', 'timestamp', 'reserved'];
+  const REQUIRED = ['id', 'debit_account_id', 'credit_account_id', 'amount', 'ledger', 'code'];
+  const MAX: Record<string, number> = { code: 0xffff, flags: 0xffff };
+  const value = (name: string): bigint | number => {
+    const r = random();
+    if (U64.includes(name)) {
+      const v = r < 0.2 ? 0n : r < 0.4 ? BigInt(Math.floor(random() * 300)) : r < 0.5 ? U64_MAX : BigInt.asUintN(Math.ceil(random() * 64), BigInt(Math.floor(random() * 2 ** 53)) * 2n ** 11n + 1n);
+      // A channel may pass a safe integer as a number.
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) && random() < 0.5 ? Number(v) : v;
+    }
+    const max = MAX[name] ?? 0xffff_ffff;
+    return r < 0.3 ? 0 : r < 0.4 ? max : Math.floor(random() * (r < 0.7 ? 300 : max));
+  };
+  /** The reference: the wire map the client used to build, for msgpackr to encode. */
+  const wire = (e: Record<string, bigint | number | undefined>, order: string[], required: string[]): WireMap => {
+    const out: WireMap = {};
+    for (const name of order) {
+      const v = e[name];
+      if (v === undefined) continue;
+      if (!required.includes(name) && (v === 0 || v === 0n)) continue;
+      out[name] = U64.includes(name) ? u64(BigInt(v)) : Number(v);
+    }
+    return out;
+  };
+  for (let round = 0; round < 300; round++) {
+    const accounts = round % 3 === 0;
+    const order = accounts ? ACCOUNT_ORDER : TRANSFER_ORDER;
+    const required = accounts ? ['id', 'ledger', 'code'] : REQUIRED;
+    const calls = 1 + Math.floor(random() * 3);
+    const chunks: Uint8Array[] = [];
+    const maps: WireMap[] = [];
+    for (let c = 0; c < calls; c++) {
+      const n = round === 7 && c === 0 ? 8190 : 1 + Math.floor(random() * 20);
+      const events: Array<Record<string, bigint | number | undefined>> = [];
+      for (let i = 0; i < n; i++) {
+        const e: Record<string, bigint | number | undefined> = {};
+        for (const name of order) if (required.includes(name) || random() < 0.5) e[name] = value(name);
+        events.push(e);
+        maps.push(wire(e, order, required));
+      }
+      const encoded = accounts ? accountEvents(events as never) : transferEvents(events as never);
+      if (encoded instanceof KeelError) throw encoded;
+      t.equal(encoded.count, n);
+      chunks.push(encoded.bytes);
+    }
+    const op = accounts ? 'create_accounts' : 'create_transfers';
+    const param = accounts ? 'accounts' : 'transfers';
+    const id = Math.floor(random() * 2 ** 32);
+    // msgpackr writes every map with a map16 header, the writer a fixmap: compare what they decode to.
+    const reference = packr.unpack(encodeFrame({ id, op, [param]: maps }));
+    const written = packr.unpack(encodeCreateFrame(id, op, param, maps.length, chunks));
+    if (!isDeepStrictEqual(reference, written)) {
+      t.same(written, reference, `round ${round}`);
+      break;
+    }
+  }
 });
 
 t.test('invalid input fails alone, locally, naming the field', async (t) => {

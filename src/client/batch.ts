@@ -10,7 +10,7 @@
 //   `imported_event_not_expected`), so only calls whose first events agree on `imported` share one.
 
 import type { CreateResult } from '../ledger/types.ts';
-import type { WireMap } from './codec.ts';
+import { encodeCreateFrame, encodeFrame, type WireMap } from './codec.ts';
 import type { KeelError } from './errors.ts';
 import type { Fields } from './replies.ts';
 import type { Slot } from './deadlines.ts';
@@ -39,7 +39,10 @@ interface CallBase {
 
 export interface CreateCall extends CallBase {
   kind: 'create';
-  events: readonly WireMap[];
+  /** Events in the call. */
+  count: number;
+  /** The events, encoded (requests.ts). */
+  bytes: Uint8Array;
   imported: boolean;
   open_chain: boolean;
   resolve(result: CreateResult): void;
@@ -79,7 +82,7 @@ export class Request {
     this.calls.push(call);
     call.request = this;
     if (call.kind === 'create') {
-      this.events += call.events.length;
+      this.events += call.count;
       if (call.open_chain) this.sealed = true;
     }
   }
@@ -89,7 +92,7 @@ export class Request {
     if (this.sealed || this.op !== op) return false;
     const first = this.calls[0];
     if (first === undefined || first.kind !== 'create' || first.imported !== call.imported) return false;
-    return this.events + call.events.length <= limit;
+    return this.events + call.count <= limit;
   }
 
   /** Drops an unsent call (timed out); false if it was not here. */
@@ -98,7 +101,7 @@ export class Request {
     if (i < 0) return false;
     this.calls.splice(i, 1);
     if (call.request === this) call.request = undefined;
-    if (call.kind === 'create') this.events -= call.events.length;
+    if (call.kind === 'create') this.events -= call.count;
     return true;
   }
 
@@ -115,20 +118,12 @@ export class Request {
   }
 
   /** The request's frame: `{id, op}` and the events of all calls in order, or the one query's params. */
-  frame(id: number): WireMap {
+  encode(id: number): Buffer {
     const first = this.calls[0];
-    if (first === undefined || first.kind === 'query') return { id, op: this.op, ...(first === undefined ? {} : first.params) };
-    // One call (the common case under single-event load) sends its own array, uncopied.
-    let events: readonly WireMap[];
-    if (this.calls.length === 1) events = first.events;
-    else {
-      const all: WireMap[] = [];
-      for (const call of this.calls) {
-        if (call.kind === 'create') for (const e of call.events) all.push(e);
-      }
-      events = all;
-    }
-    return this.op === 'create_accounts' ? { id, op: this.op, accounts: events as WireMap[] } : { id, op: this.op, transfers: events as WireMap[] };
+    if (first === undefined || first.kind === 'query') return encodeFrame({ id, op: this.op, ...(first === undefined ? {} : first.params) });
+    const chunks: Uint8Array[] = [];
+    for (const call of this.calls) if (call.kind === 'create') chunks.push(call.bytes);
+    return encodeCreateFrame(id, this.op, this.op === 'create_accounts' ? 'accounts' : 'transfers', this.events, chunks);
   }
 }
 
@@ -152,7 +147,7 @@ export function splitResult(calls: readonly CreateCall[], result: CreateResult):
   const out: CreateResult[] = [];
   let offset = 0;
   for (const call of calls) {
-    const end = offset + call.events.length;
+    const end = offset + call.count;
     out.push({ status: result.status.slice(offset, end), timestamp: result.timestamp.slice(offset, end) });
     offset = end;
   }

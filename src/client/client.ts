@@ -167,11 +167,12 @@ class Client implements KeelClient {
 
   private create(op: Op, events: CreateEvents | KeelError, options: CallOptions | undefined): Promise<CreateResult> {
     if (events instanceof KeelError) return Promise.reject(events);
-    if (events.events.length === 0) return Promise.resolve({ status: [], timestamp: [] });
+    if (events.count === 0) return Promise.resolve({ status: [], timestamp: [] });
     return new Promise<CreateResult>((resolve, reject) => {
       const call: CreateCall = {
         kind: 'create',
-        events: events.events,
+        count: events.count,
+        bytes: events.bytes,
         imported: events.imported,
         open_chain: events.open_chain,
         settled: false,

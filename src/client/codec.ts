@@ -88,6 +88,52 @@ export function encodeFrame(message: WireMap): Buffer {
   return packr.pack(message);
 }
 
+function fixstr(out: Buffer, at: number, s: string): number {
+  if (s.length > 31) throw new RangeError(`${s} is too long for a fixstr`);
+  out[at] = 0xa0 | s.length;
+  return at + 1 + out.write(s, at + 1, 'latin1');
+}
+
+/**
+ * `{id, op, [param]: events}` where the events are already MessagePack maps (requests.ts): the same
+ * bytes `encodeFrame` writes for that map, without decoding and re-encoding the events.
+ */
+export function encodeCreateFrame(id: number, op: string, param: string, count: number, chunks: readonly Uint8Array[]): Buffer {
+  let events_bytes = 0;
+  for (const c of chunks) events_bytes += c.byteLength;
+  const out = Buffer.allocUnsafe(64 + events_bytes);
+  let at = 0;
+  out[at++] = 0x83;
+  at = fixstr(out, at, 'id');
+  if (id < 0x80) out[at++] = id;
+  else if (id < 0x100) {
+    out[at++] = 0xcc;
+    out[at++] = id;
+  } else if (id < 0x1_0000) {
+    out[at++] = 0xcd;
+    at = out.writeUInt16BE(id, at);
+  } else {
+    out[at++] = 0xce;
+    at = out.writeUInt32BE(id, at);
+  }
+  at = fixstr(out, at, 'op');
+  at = fixstr(out, at, op);
+  at = fixstr(out, at, param);
+  if (count < 0x10) out[at++] = 0x90 | count;
+  else if (count < 0x1_0000) {
+    out[at++] = 0xdc;
+    at = out.writeUInt16BE(count, at);
+  } else {
+    out[at++] = 0xdd;
+    at = out.writeUInt32BE(count, at);
+  }
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out.subarray(0, at);
+}
+
 /** Throws on undecodable bytes; the caller treats that as a protocol error. */
 export function decodeFrame(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);

@@ -7,7 +7,6 @@
 // of the request. When the connection drops, requests in flight go back to the head of the queue and
 // are sent again, with the same events, once a new session has said hello.
 
-import { encodeFrame } from './codec.ts';
 import { backoffOf, delayOf, type Backoff, type ReconnectOptions } from './backoff.ts';
 import { regroup, Request, splitResult, type Call, type CreateCall, type CreateOp, type Op } from './batch.ts';
 import { Deadlines } from './deadlines.ts';
@@ -100,10 +99,10 @@ export class Dispatcher {
       settle(call, new KeelError('client_closed', 'the client is closed', { outcome_unknown: false }));
       return;
     }
-    if (call.kind === 'create' && call.events.length > this.batch_limit) {
+    if (call.kind === 'create' && call.count > this.batch_limit) {
       settle(
         call,
-        new KeelError('too_many_events', `${call.events.length} events in one call; at most ${this.batch_limit} are allowed`),
+        new KeelError('too_many_events', `${call.count} events in one call; at most ${this.batch_limit} are allowed`),
       );
       return;
     }
@@ -228,7 +227,7 @@ export class Dispatcher {
         continue;
       }
       const id = this.allocateId();
-      const frame = encodeFrame(request.frame(id));
+      const frame = request.encode(id);
       if (frame.length > this.current_limits.frame_bytes) {
         this.oversize(request, frame.length);
         continue;
@@ -246,8 +245,8 @@ export class Dispatcher {
     const calls: CreateCall[] = [];
     for (const call of request.calls) {
       if (call.kind !== 'create') continue;
-      if (call.events.length > this.batch_limit) {
-        const message = `${call.events.length} events in one call; the server now allows at most ${this.batch_limit}`;
+      if (call.count > this.batch_limit) {
+        const message = `${call.count} events in one call; the server now allows at most ${this.batch_limit}`;
         settle(call, new KeelError('too_many_events', message, { outcome_unknown: request.sent_once }));
       } else calls.push(call);
     }
