@@ -291,6 +291,10 @@ class EventWriter {
   }
 }
 
+/** Where every call's events are written (then copied out): one buffer, grown to the largest call. */
+const scratch = new EventWriter(64 * 1024);
+let scratch_busy = false;
+
 /** Checked values of the event being written, per field (reused: no array per event). */
 const values: Array<bigint | number> = [];
 
@@ -346,15 +350,26 @@ function createEvents(
   return checked(() => {
     if (!Array.isArray(input)) throw bad(name, 'an array', input);
     const count = input.length;
-    const w = new EventWriter(Math.max(64, count * 64));
+    // A getter on an input that calls the client again must not write into the same scratch.
+    const nested = scratch_busy;
+    const w = nested ? new EventWriter(4096) : scratch;
+    w.pos = 0;
+    scratch_busy = true;
     let first_flags = 0;
     let last_flags = 0;
-    for (let i = 0; i < count; i++) {
-      const flags = writeEvent(w, input[i], `${name}[${i}]`, fields);
-      if (i === 0) first_flags = flags;
-      last_flags = flags;
+    try {
+      for (let i = 0; i < count; i++) {
+        const flags = writeEvent(w, input[i], `${name}[${i}]`, fields);
+        if (i === 0) first_flags = flags;
+        last_flags = flags;
+      }
+    } finally {
+      if (!nested) scratch_busy = false;
     }
-    return { count, bytes: w.buf.subarray(0, w.pos), imported: (first_flags & imported) !== 0, open_chain: (last_flags & linked) !== 0 };
+    // A copy of the exact size: small ones come from Node's buffer pool, not an allocation each.
+    const bytes = Buffer.allocUnsafe(w.pos);
+    bytes.set(w.buf.subarray(0, w.pos));
+    return { count, bytes, imported: (first_flags & imported) !== 0, open_chain: (last_flags & linked) !== 0 };
   });
 }
 

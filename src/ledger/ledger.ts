@@ -38,6 +38,8 @@ export type PendingStatusValue = (typeof PendingStatus)[keyof typeof PendingStat
 
 /** Imported timestamps must fit in 63 bits, as TigerBeetle's do (the top bit is reserved). */
 export const TIMESTAMP_MAX = (1n << 63n) - 1n;
+/** Below this, an amount and two balances sum to less than 2^64: no overflow check can fail. */
+const OVERFLOW_FREE = 1n << 62n;
 
 const ACCOUNT_BALANCE_FLAGS = AccountFlags.debits_must_not_exceed_credits | AccountFlags.credits_must_not_exceed_debits;
 
@@ -475,16 +477,26 @@ export class Ledger {
       amount = min(amount, saturatingSub(cr.debits_posted, cr_balance));
     }
 
-    if (is_pending) {
-      if (amount + dr.debits_pending > U64_MAX) return TS.overflows_debits_pending;
-      if (amount + cr.credits_pending > U64_MAX) return TS.overflows_credits_pending;
+    // Each bigint sum allocates. Three terms below 2^62 cannot reach 2^64, so the common case
+    // compares (which does not allocate) and skips the sums.
+    if (
+      amount >= OVERFLOW_FREE ||
+      dr.debits_pending >= OVERFLOW_FREE ||
+      dr.debits_posted >= OVERFLOW_FREE ||
+      cr.credits_pending >= OVERFLOW_FREE ||
+      cr.credits_posted >= OVERFLOW_FREE
+    ) {
+      if (is_pending) {
+        if (amount + dr.debits_pending > U64_MAX) return TS.overflows_debits_pending;
+        if (amount + cr.credits_pending > U64_MAX) return TS.overflows_credits_pending;
+      }
+      if (amount + dr.debits_posted > U64_MAX) return TS.overflows_debits_posted;
+      if (amount + cr.credits_posted > U64_MAX) return TS.overflows_credits_posted;
+      if (amount + dr.debits_pending + dr.debits_posted > U64_MAX) return TS.overflows_debits;
+      if (amount + cr.credits_pending + cr.credits_posted > U64_MAX) return TS.overflows_credits;
     }
-    if (amount + dr.debits_posted > U64_MAX) return TS.overflows_debits_posted;
-    if (amount + cr.credits_posted > U64_MAX) return TS.overflows_credits_posted;
-    if (amount + dr.debits_pending + dr.debits_posted > U64_MAX) return TS.overflows_debits;
-    if (amount + cr.credits_pending + cr.credits_posted > U64_MAX) return TS.overflows_credits;
-    const timeout_ns = BigInt(t.timeout) * NS_PER_S;
-    if (timestamp + timeout_ns > TIMESTAMP_MAX) return TS.overflows_timeout;
+    const timeout_ns = t.timeout === 0 ? 0n : BigInt(t.timeout) * NS_PER_S;
+    if (t.timeout === 0 ? timestamp > TIMESTAMP_MAX : timestamp + timeout_ns > TIMESTAMP_MAX) return TS.overflows_timeout;
 
     if ((dr.flags & AccountFlags.debits_must_not_exceed_credits) !== 0) {
       if (dr.debits_pending + dr.debits_posted + amount > dr.credits_posted) return TS.exceeds_credits;
