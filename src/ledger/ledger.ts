@@ -511,11 +511,15 @@ export class Ledger {
       transfer = t;
       transfer.amount = amount;
       transfer.timestamp = timestamp;
+      // The same values, as the accounts' own bigints: a transfer lives as long as the ledger, and
+      // sharing saves it two heap numbers (the input's become garbage while still young).
+      transfer.debit_account_id = dr.id;
+      transfer.credit_account_id = cr.id;
     } else {
       transfer = {
         id: t.id,
-        debit_account_id: t.debit_account_id,
-        credit_account_id: t.credit_account_id,
+        debit_account_id: dr.id,
+        credit_account_id: cr.id,
         amount,
         pending_id: 0n,
         user_data_64: t.user_data_64,

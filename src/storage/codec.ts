@@ -35,15 +35,23 @@ export function writeTransfer(view: DataView, offset: number, t: Transfer): void
   view.setUint16(offset + 70, t.flags, true);
 }
 
+/**
+ * A u64 field that is often zero. Every bigint read from bytes is a heap object (16 bytes for a
+ * zero), and a transfer keeps its fields for life: zero comes back as the shared literal.
+ */
+function oftenZeroU64(view: DataView, offset: number): bigint {
+  return (view.getUint32(offset, true) | view.getUint32(offset + 4, true)) === 0 ? 0n : view.getBigUint64(offset, true);
+}
+
 export function readTransfer(view: DataView, offset: number): Transfer {
   return {
     id: view.getBigUint64(offset + 0, true),
     debit_account_id: view.getBigUint64(offset + 8, true),
     credit_account_id: view.getBigUint64(offset + 16, true),
     amount: view.getBigUint64(offset + 24, true),
-    pending_id: view.getBigUint64(offset + 32, true),
-    user_data_64: view.getBigUint64(offset + 40, true),
-    timestamp: view.getBigUint64(offset + 48, true),
+    pending_id: oftenZeroU64(view, offset + 32),
+    user_data_64: oftenZeroU64(view, offset + 40),
+    timestamp: oftenZeroU64(view, offset + 48),
     user_data_32: view.getUint32(offset + 56, true),
     timeout: view.getUint32(offset + 60, true),
     ledger: view.getUint32(offset + 64, true),
