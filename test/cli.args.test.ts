@@ -25,6 +25,18 @@ t.test('metrics port: default, explicit, off, and picked freely with --port 0', 
   t.ok(env.ok && env.value.command === 'start' && env.value.args.metrics_port === -1, 'KEEL_METRICS_PORT=off');
 });
 
+t.test('shard stall: default 30 s, explicit, off, and a floor', async (t) => {
+  const base = startArgs([]);
+  t.ok(base.ok && base.args.shard_stall_ms === 30_000, 'default 30 s');
+  const explicit = startArgs(['--shard-stall-ms', '1500']);
+  t.ok(explicit.ok && explicit.args.shard_stall_ms === 1500);
+  const off = parseCommand(['start'], { KEEL_SHARD_STALL_MS: 'off' });
+  t.ok(off.ok && off.value.command === 'start' && off.value.args.shard_stall_ms === 0, 'KEEL_SHARD_STALL_MS=off');
+  const low = startArgs(['--shard-stall-ms', '10']);
+  t.notOk(low.ok, 'below 100 ms is refused');
+  t.match(low.ok ? '' : low.message, /--shard-stall-ms/);
+});
+
 t.test('keel log check|repair', (t) => {
   const check = parseCommand(['log', 'check', '--data', '/d'], {});
   t.same(check.ok && check.value, { command: 'log', args: { action: 'check', data: '/d', json: false, force: false } });

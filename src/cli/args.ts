@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { SHARDS_MAX } from '../shard/router.ts';
 
 export const USAGE = `Usage:
-  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--shard-heap-mb M] [--tls-cert FILE --tls-key FILE] [--center NAME]
+  keel start [--data DIR] [--host HOST] [--port PORT] [--metrics-port PORT] [--shards N] [--feed-retention HOURS] [--shard-heap-mb M] [--shard-stall-ms MS] [--tls-cert FILE --tls-key FILE] [--center NAME]
              [--etcd URLS --peers NAME=HOST:PORT,... [--cluster NAME] [--replication-port PORT] [--min-insync N] [--lease-ttl S]]
   keel token create NAME --scopes SCOPE[,SCOPE...] [--data DIR] [--json]
   keel token list [--data DIR] [--json]
@@ -29,6 +29,9 @@ Options (and their environment variables):
   --shard-heap-mb M each shard worker's heap limit in MiB, 256 or more (KEEL_SHARD_HEAP_MB; default:
                     the machine's memory less 2 GiB, shared by the shards, at most 4096): a shard
                     keeps its state in memory and refuses writes (busy) near the limit
+  --shard-stall-ms MS  a shard whose thread makes no progress for MS (a hang, a heap thrashing at
+                    its limit) stops the engine, which exits 1 for a supervisor to restart it
+                    (KEEL_SHARD_STALL_MS, default 30000; 100 or more, or off)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -61,6 +64,8 @@ export interface StartArgs {
   feed_retention_hours: number;
   /** Each shard worker's heap limit in MiB; null: start.ts's default (defaultShardHeapMb). */
   shard_heap_mb: number | null;
+  /** A shard thread's longest pause before the engine fails it; 0: never (off). */
+  shard_stall_ms: number;
   tls_cert: string | null;
   tls_key: string | null;
   center: string;
@@ -166,6 +171,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
     shards: { type: 'string' },
     'feed-retention': { type: 'string' },
     'shard-heap-mb': { type: 'string' },
+    'shard-stall-ms': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     center: { type: 'string' },
@@ -192,6 +198,9 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   const heap_text = pick(str(values['shard-heap-mb']), env.KEEL_SHARD_HEAP_MB, 'default');
   const heap = heap_text === 'default' ? { ok: true as const, value: null } : integer('--shard-heap-mb', heap_text, 256, 1_048_576);
   if (!heap.ok) return heap;
+  const stall_text = pick(str(values['shard-stall-ms']), env.KEEL_SHARD_STALL_MS, '30000');
+  const stall = stall_text === 'off' ? { ok: true as const, value: 0 } : integer('--shard-stall-ms', stall_text, 100, 86_400_000);
+  if (!stall.ok) return stall;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';
   const metrics_text = pick(str(values['metrics-port']), env.KEEL_METRICS_PORT, metrics_default);
@@ -217,6 +226,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
         shards: shards.value,
         feed_retention_hours: retention.value,
         shard_heap_mb: heap.value,
+        shard_stall_ms: stall.value,
         tls_cert: cert === '' ? null : cert,
         tls_key: key === '' ? null : key,
         center: pick(str(values.center), env.KEEL_CENTER, 'local'),

@@ -62,6 +62,8 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
   }
 
   const logger = createLogger();
+  // Set once the gateway is up: a failure then drains it before exiting.
+  let stop_failed: (() => void) | null = null;
   let engine: Engine | Center;
   try {
     const shards = args.shards ?? storedShardCount(data_dir) ?? Math.min(SHARDS_MAX, availableParallelism());
@@ -71,6 +73,16 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
       queue_events_max: QUEUE_EVENTS_MAX,
       feed_retention_ms: args.feed_retention_hours * 3_600_000,
       shard_heap_mb: args.shard_heap_mb ?? defaultShardHeapMb(shards),
+      shard_stall_ms: args.shard_stall_ms,
+      // Crash-only: an engine that stopped serving answers nothing but `unavailable` until it is
+      // restarted, and, replicated, would keep its leadership alive meanwhile. Exiting hands the
+      // restart to the supervisor and the leadership to another center once the lease lapses.
+      on_failed: (message: string) => {
+        logger.error({ reason: message }, 'engine stopped serving');
+        io.err(`keel: the engine stopped serving: ${message}; exiting (code ${EXIT_FAILED}) so that it is restarted: recovery replays the log`);
+        if (stop_failed !== null) stop_failed();
+        else process.exit(EXIT_FAILED);
+      },
       on_memory: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => {
         const fields = { shard, live_mib: Math.round(live_bytes / 2 ** 20), limit_mib: Math.round(limit_bytes / 2 ** 20) };
         if (full) logger.error(fields, 'shard at its memory capacity: writes to it are refused; restart with a larger --shard-heap-mb');
@@ -224,8 +236,27 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    stop_failed = (): void => {
+      if (stopping) return;
+      stopping = true;
+      // A shard stuck inside V8 may never let the engine close: exit regardless after a while.
+      setTimeout(() => process.exit(EXIT_FAILED), FAILED_EXIT_MS);
+      void (async () => {
+        try {
+          await gateway.close();
+          await metrics_server?.close();
+          await engine.close();
+        } catch {
+          // Exiting anyway: the next start recovers from the log.
+        }
+        resolveExit(EXIT_FAILED);
+      })();
+    };
   });
 }
+
+/** How long a failed engine may take to answer its connections and close before the process exits. */
+const FAILED_EXIT_MS = 5_000;
 
 function fail(io: Io, message: string): number {
   io.err(`keel: ${message}`);

@@ -35,6 +35,13 @@ export interface EngineOptions {
   replication?: EngineReplication;
   /** Each shard worker's old-generation heap limit in MiB (`--shard-heap-mb`); absent: V8's default. */
   shard_heap_mb?: number;
+  /** A shard whose thread makes no progress this long is failed (`--shard-stall-ms`); 0 or absent: never. */
+  shard_stall_ms?: number;
+  /**
+   * The engine stopped serving (a shard crashed, hung or lost its storage): every request is answered
+   * `unavailable` from then on, and only a restart recovers. Called once; not for a close.
+   */
+  on_failed?: (message: string) => void;
   /** A shard's live heap crossed a mark: writes to it are refused (`full`) or resume. */
   on_memory?: (shard: number, full: boolean, live_bytes: number, limit_bytes: number) => void;
 }
@@ -162,6 +169,7 @@ export class Engine {
             feed_retention_ms: options.feed_retention_ms ?? 0,
             queue_events_max: options.queue_events_max,
             heap_mb: options.shard_heap_mb,
+            stall_ms: options.shard_stall_ms ?? 0,
             on_memory: options.on_memory,
             role: options.replication?.role ?? 'single',
             epoch: options.replication?.epoch ?? 1,
@@ -616,6 +624,7 @@ export class Engine {
     // A shard that stopped may hold half of a cross-shard group: nothing more is acknowledged
     // anywhere until a restart recovers every shard together.
     this.failure = shard >= 0 ? `shard ${shard} stopped (${message}); restart the engine to recover` : message;
+    if (!this.closing && this.started) this.options.on_failed?.(this.failure);
     const waiting = this.group_queue.splice(0);
     this.group_queue_events = 0;
     for (const item of waiting) item.resolve({ error: 'unavailable', message: this.failure });

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import {
+  HEARTBEAT_MS,
   packTransferable,
   unpack,
   type FromWorker,
@@ -18,6 +19,7 @@ import {
 } from './messages.ts';
 import type { MetricsJson } from '../metrics/shard.ts';
 import { IdFilter } from './idfilter.ts';
+import { StallClock, checkIntervalMs } from './watchdog.ts';
 import type { GroupEntryWire } from './messages.ts';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../../workers/shard.mjs', import.meta.url));
@@ -39,6 +41,11 @@ export interface ShardHandleOptions {
   queue_events_max: number;
   /** The worker's old-generation heap limit in MiB; absent: V8's default. */
   heap_mb?: number;
+  /**
+   * A worker whose event loop makes no progress this long (a hang, or a heap thrashing at its limit)
+   * is failed and stopped; 0: never. Armed once the shard has recovered.
+   */
+  stall_ms: number;
   /** Replication (docs/replication.md): `single` without it. */
   role: ShardRole;
   epoch: number;
@@ -88,6 +95,9 @@ export class ShardHandle {
   private readonly control_waiting = new Map<number, ControlWaiter>();
   private next_control_request = 1;
   private readonly options: ShardHandleOptions;
+  /** The worker's heartbeat counter (shared memory) and the timer that watches it. */
+  private readonly heartbeat: Int32Array;
+  private watchdog: NodeJS.Timeout | null = null;
   /** Replication role (a follower's may become `leader` in place: `promote`). */
   role: ShardRole;
   /** A leader's commit position: replies that depend on nothing past it may leave. */
@@ -95,9 +105,10 @@ export class ShardHandle {
   /** A leader's replies waiting for their position to be committed, in order. */
   readonly held: Array<[number, ArrayBuffer]> = [];
 
-  private constructor(options: ShardHandleOptions, worker: Worker) {
+  private constructor(options: ShardHandleOptions, worker: Worker, heartbeat: SharedArrayBuffer) {
     this.index = options.index;
     this.worker = worker;
+    this.heartbeat = new Int32Array(heartbeat);
     this.queue_events_max = options.queue_events_max;
     this.options = options;
     this.role = options.role;
@@ -113,9 +124,10 @@ export class ShardHandle {
       shard_count: options.shard_count,
       feed_retention_ms: options.feed_retention_ms,
       queue_events_max: options.queue_events_max,
+      heartbeat: new SharedArrayBuffer(4),
     };
     const worker = new Worker(WORKER_ENTRY, options.heap_mb === undefined ? { workerData: data } : { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heap_mb } });
-    const handle = new ShardHandle(options, worker);
+    const handle = new ShardHandle(options, worker, data.heartbeat);
     return new Promise((resolve, reject) => {
       let crash: Error | null = null;
       const on_exit = (code: number): void => {
@@ -135,6 +147,7 @@ export class ShardHandle {
             worker.off('exit', on_exit);
             handle.onMemory(message.memory.full, message.memory.live_bytes, message.memory.limit_bytes);
             worker.on('exit', () => handle.fail(`shard ${options.index} exited`));
+            handle.armWatchdog();
             resolve({
               handle,
               log_head: message.log_head,
@@ -396,7 +409,40 @@ export class ShardHandle {
     });
   }
 
+  /**
+   * Fails the shard when its worker's event loop stops turning for `stall_ms`. A crash or an
+   * out-of-memory exit is seen as an exit; a thread stuck in a loop, or in garbage collection just
+   * under its heap limit, never exits and would otherwise leave every request to time out while the
+   * process (and, replicated, its leadership) looks alive. Armed after recovery, which may
+   * legitimately run long without turning.
+   */
+  private armWatchdog(): void {
+    const stall_ms = this.options.stall_ms;
+    if (stall_ms <= 0 || this.failure !== null) return;
+    const check_ms = checkIntervalMs(stall_ms, HEARTBEAT_MS);
+    const clock = new StallClock(stall_ms, check_ms, Atomics.load(this.heartbeat, 0), performance.now());
+    this.watchdog = setInterval(() => {
+      const still_ms = clock.observe(Atomics.load(this.heartbeat, 0), performance.now());
+      if (still_ms >= 0) this.stalled(still_ms);
+    }, check_ms);
+    this.watchdog.unref();
+  }
+
+  private stalled(ms: number): void {
+    this.fail(
+      `shard ${this.index} stopped responding: its thread made no progress for ${Math.round(ms)} ms ` +
+        '(a hang, or a heap at its limit: see --shard-heap-mb; --shard-stall-ms sets this wait)',
+    );
+    // Interrupts a loop; a thread stuck inside V8 may ignore it, which is why the engine's owner
+    // (keel start) exits the process on a failure rather than wait for this.
+    this.worker.terminate().catch(() => undefined);
+  }
+
   private fail(message: string): void {
+    if (this.watchdog !== null) {
+      clearInterval(this.watchdog);
+      this.watchdog = null;
+    }
     if (this.failure !== null) return;
     this.failure = message;
     this.options.on_failed(this.index, message);
@@ -429,6 +475,11 @@ export class ShardHandle {
 
   /** Lets in-flight requests finish, checkpoints, and stops the worker. */
   async close(): Promise<void> {
+    // Closing checkpoints, which may keep the worker busy: a slow close is not a hang.
+    if (this.watchdog !== null) {
+      clearInterval(this.watchdog);
+      this.watchdog = null;
+    }
     if (this.failure === null) {
       this.flush();
       const closed = new Promise<void>((resolve) => (this.closed_resolve = resolve));

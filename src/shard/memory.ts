@@ -18,7 +18,7 @@ import { resourceLimits } from 'node:worker_threads';
 export const HEAP_FULL_FRACTION = 0.8;
 /** Refused writes resume once live memory is this share of the limit below the full mark. */
 export const HEAP_CLEAR_GAP_FRACTION = 0.1;
-/** New state one queued event can add (measured ~400 bytes per transfer: bench/memory.ts), with margin. */
+/** New state one queued event can add (measured ~340 bytes per transfer: bench/memory.ts), with margin. */
 export const STATE_BYTES_PER_EVENT = 1024;
 /** Garbage and an id table's growth between two collections, beyond the queue. */
 const SLACK_BYTES = 16 * 2 ** 20;

@@ -192,7 +192,12 @@ export interface ShardWorkerData {
   feed_retention_ms: number;
   /** The engine's queue bound for this shard: the memory mark leaves room for that much. */
   queue_events_max: number;
+  /** One Int32 the worker's event loop increments every HEARTBEAT_MS (the engine's watchdog reads it). */
+  heartbeat: SharedArrayBuffer;
 }
+
+/** How often a shard worker's event loop proves it turns (see ShardHandle's watchdog). */
+export const HEARTBEAT_MS = 100;
 
 // u64 values cross as bigint; msgpackr turns small ones back into numbers under 'auto', so
 // both ends use 'bigint' here to keep every u64 a bigint inside the engine.

@@ -13,6 +13,7 @@ import { TRANSFER_BYTES, recordFlags } from '../storage/codec.ts';
 import { IdFilter } from './idfilter.ts';
 import { firstEventTimestamp } from './group.ts';
 import {
+  HEARTBEAT_MS,
   ShardOp,
   packTransferable,
   unpack,
@@ -32,6 +33,10 @@ import {
 const port = parentPort;
 if (port === null) throw new Error('workers/shard.mjs must run as a worker thread');
 const data = workerData as ShardWorkerData;
+
+// The engine's watchdog (ShardHandle) reads this counter: it stops only if this thread stops turning.
+const heartbeat = new Int32Array(data.heartbeat);
+setInterval(() => Atomics.add(heartbeat, 0, 1), HEARTBEAT_MS).unref();
 
 function post(message: FromWorker, transfer?: ArrayBuffer[]): void {
   port!.postMessage(message, transfer ?? []);
@@ -132,6 +137,21 @@ function faultDelay(spec: string | undefined, index: number): number {
   if (spec === undefined) return 0;
   const match = /^(\d+):(\d+)$/.exec(spec);
   return match !== null && Number(match[1]) === index ? Number(match[2]) : 0;
+}
+
+/**
+ * Fault injection for tests only: KEEL_FAULT_SHARD_STALL="<shard>:<n>" stops that shard's thread for
+ * good at its n-th create request, before applying it (a hang the engine's watchdog must catch).
+ */
+const fault_stall_at = ((): number => {
+  const match = /^(\d+):(\d+)$/.exec(process.env.KEEL_FAULT_SHARD_STALL ?? '');
+  return match !== null && Number(match[1]) === data.index ? Number(match[2]) : 0;
+})();
+let creates_seen = 0;
+
+function stallForever(): never {
+  // Blocks the thread without spinning a core; nothing will ever notify it.
+  for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }
 
 /** Fault injection for tests only: KEEL_FAULT_GROUP_READ="<shard>" makes that shard fail every group read. */
@@ -380,6 +400,9 @@ function handleAll(requests: ShardRequest[]): void {
   };
   for (let k = 0; k < requests.length; k++) {
     const request = requests[k];
+    if (fault_stall_at > 0 && (request[1] === ShardOp.create_transfers || request[1] === ShardOp.create_accounts) && ++creates_seen === fault_stall_at) {
+      stallForever();
+    }
     if (barrier !== null || shard.checkpoint_wanted) {
       backlog.push(...requests.slice(k));
       break;
