@@ -652,6 +652,27 @@ t.test('create frames: the maps the client used to build, written without buildi
   }
 });
 
+t.test('a getter that calls the client while its event is written does not change that event', async (t) => {
+  let inner: unknown;
+  const outer = transferEvents([
+    {
+      id: 1n,
+      debit_account_id: 2n,
+      get credit_account_id(): bigint {
+        inner = transferEvents([{ id: 99n, debit_account_id: 98n, credit_account_id: 97n, amount: 96n, ledger: 9, code: 9 }]);
+        return 3n;
+      },
+      amount: 4n,
+      ledger: 1,
+      code: 1,
+    },
+  ]);
+  if (outer instanceof KeelError || !(inner !== undefined && !(inner instanceof KeelError))) throw new Error('both calls should encode');
+  const decode = (e: { count: number; bytes: Uint8Array }): unknown => packr.unpack(encodeCreateFrame(1, 'create_transfers', 'transfers', e.count, [e.bytes]));
+  t.same(decode(outer), { id: 1, op: 'create_transfers', transfers: [{ id: 1, debit_account_id: 2, credit_account_id: 3, amount: 4, ledger: 1, code: 1 }] });
+  t.same(decode(inner as { count: number; bytes: Uint8Array }), { id: 1, op: 'create_transfers', transfers: [{ id: 99, debit_account_id: 98, credit_account_id: 97, amount: 96, ledger: 9, code: 9 }] });
+});
+
 t.test('invalid input fails alone, locally, naming the field', async (t) => {
   const { server, client } = await setup(t);
   const ok = client.createTransfers([tr(1n)]);

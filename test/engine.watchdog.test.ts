@@ -135,7 +135,7 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
 t.test('a paused process is not a hung shard: SIGSTOP past the stall time, SIGCONT, it serves on', async (t) => {
   const data = mkdtempSync(join(tmpdir(), 'keel-watchdog-'));
   t.teardown(() => rmSync(data, { recursive: true, force: true }));
-  const server = await startServer(data, ['--shard-stall-ms', '500'], {});
+  const server = await startServer(data, ['--shard-stall-ms', '1000'], {});
   t.teardown(() => {
     server.child.kill('SIGKILL');
   });
@@ -144,7 +144,7 @@ t.test('a paused process is not a hung shard: SIGSTOP past the stall time, SIGCO
   await keel.createAccounts(accounts);
   t.same((await keel.createTransfers(batch(0))).status.filter((s) => s !== 0), [], 'batch 0 acknowledged');
   server.child.kill('SIGSTOP');
-  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  await new Promise((resolve) => setTimeout(resolve, 3_000));
   server.child.kill('SIGCONT');
   // Long enough for the watchdog to look again several times.
   await new Promise((resolve) => setTimeout(resolve, 1_500));

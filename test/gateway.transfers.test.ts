@@ -244,5 +244,8 @@ t.test('frames that are not create_transfers are left alone', async (t) => {
   ];
   for (const [label, frame] of cases) t.equal(readTransfersFrame(encodeFrame(frame as never)), undefined, label);
   t.equal(readTransfersFrame(Buffer.alloc(0)), undefined, 'no bytes');
+  // 8190 events announced in a few dozen bytes: left to the general path before any body is allocated.
+  const head = Buffer.from([0x83, 0xa2, 0x69, 0x64, 0x01, 0xa2, 0x6f, 0x70, 0xb0, ...Buffer.from('create_transfers'), 0xa9, ...Buffer.from('transfers'), 0xdc, 0x1f, 0xfe]);
+  t.equal(readTransfersFrame(Buffer.concat([head, Buffer.alloc(40, 0x80)])), undefined, 'a count the bytes cannot hold');
   t.equal(readTransfersFrame(Buffer.alloc(64, 0x80)), undefined, 'an empty map and trailing bytes');
 });

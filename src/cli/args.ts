@@ -31,7 +31,7 @@ Options (and their environment variables):
                     keeps its state in memory and refuses writes (busy) near the limit
   --shard-stall-ms MS  a shard whose thread makes no progress for MS (a hang, a heap thrashing at
                     its limit) stops the engine, which exits 1 for a supervisor to restart it
-                    (KEEL_SHARD_STALL_MS, default 30000; 100 or more, or off)
+                    (KEEL_SHARD_STALL_MS, default 30000; 1000 or more, or off)
   --tls-cert FILE   serve wss:// with this PEM certificate (KEEL_TLS_CERT), needs --tls-key
   --tls-key FILE    the certificate's PEM private key (KEEL_TLS_KEY)
   --center NAME     the center's name reported by hello (KEEL_CENTER, default local)
@@ -150,6 +150,12 @@ function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/**
+ * The shortest stall limit: several looks of the watchdog (a quarter of the limit apart), each far
+ * longer than one batch's synchronous work or a collection, so that timer drift never fails a shard.
+ */
+const STALL_MS_MIN = 1000;
+
 export function parseCommand(argv: string[], env: Env): ArgsResult<Command> {
   const [command, ...rest] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { ok: true, value: { command: 'help' } };
@@ -199,7 +205,7 @@ function parseStart(argv: string[], env: Env): ArgsResult<Command> {
   const heap = heap_text === 'default' ? { ok: true as const, value: null } : integer('--shard-heap-mb', heap_text, 256, 1_048_576);
   if (!heap.ok) return heap;
   const stall_text = pick(str(values['shard-stall-ms']), env.KEEL_SHARD_STALL_MS, '30000');
-  const stall = stall_text === 'off' ? { ok: true as const, value: 0 } : integer('--shard-stall-ms', stall_text, 100, 86_400_000);
+  const stall = stall_text === 'off' ? { ok: true as const, value: 0 } : integer('--shard-stall-ms', stall_text, STALL_MS_MIN, 86_400_000);
   if (!stall.ok) return stall;
   // With --port 0 (tests, several engines on one machine) the metrics port is picked freely too.
   const metrics_default = port.value === 0 ? '0' : '9464';

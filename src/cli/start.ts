@@ -213,6 +213,8 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
 
   return new Promise<number>((resolveExit) => {
     let stopping = false;
+    // The engine failed (possibly while a signal's stop was already draining): never exit 0 then.
+    let failed = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
         io.err(`keel: ${signal} again: exiting at once; the next start replays the log from the last checkpoint`);
@@ -230,6 +232,10 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
           resolveExit(EXIT_FAILED);
           return;
         }
+        if (failed) {
+          resolveExit(EXIT_FAILED);
+          return;
+        }
         io.out('keel: stopped');
         resolveExit(EXIT_OK);
       })();
@@ -237,10 +243,16 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
     stop_failed = (): void => {
+      failed = true;
+      // A thread stuck where it cannot be stopped (inside V8, or a native call on a hung disk) would
+      // hold up the close, and process.exit too, which waits for every thread: the process kills
+      // itself instead, so that its supervisor still sees a failure.
+      setTimeout(() => {
+        io.err(`keel: the engine did not close within ${FAILED_EXIT_MS} ms of failing; killing the process`);
+        process.kill(process.pid, 'SIGKILL');
+      }, FAILED_EXIT_MS);
       if (stopping) return;
       stopping = true;
-      // A shard stuck inside V8 may never let the engine close: exit regardless after a while.
-      setTimeout(() => process.exit(EXIT_FAILED), FAILED_EXIT_MS);
       void (async () => {
         try {
           await gateway.close();

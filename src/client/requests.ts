@@ -296,9 +296,9 @@ const scratch = new EventWriter(64 * 1024);
 let scratch_busy = false;
 
 /** Checked values of the event being written, per field (reused: no array per event). */
-const values: Array<bigint | number> = [];
+const scratch_values: Array<bigint | number> = [];
 
-function writeEvent(w: EventWriter, input: unknown, path: string, fields: readonly EventField[]): number {
+function writeEvent(w: EventWriter, values: Array<bigint | number>, input: unknown, path: string, fields: readonly EventField[]): number {
   if (!isObject(input)) throw bad(path, 'an object', input);
   let present = 0;
   let flags = 0;
@@ -350,16 +350,18 @@ function createEvents(
   return checked(() => {
     if (!Array.isArray(input)) throw bad(name, 'an array', input);
     const count = input.length;
-    // A getter on an input that calls the client again must not write into the same scratch.
+    // A getter on an input that calls the client again must not write into the same scratch
+    // buffer or values.
     const nested = scratch_busy;
     const w = nested ? new EventWriter(4096) : scratch;
+    const values = nested ? [] : scratch_values;
     w.pos = 0;
     scratch_busy = true;
     let first_flags = 0;
     let last_flags = 0;
     try {
       for (let i = 0; i < count; i++) {
-        const flags = writeEvent(w, input[i], `${name}[${i}]`, fields);
+        const flags = writeEvent(w, values, input[i], `${name}[${i}]`, fields);
         if (i === 0) first_flags = flags;
         last_flags = flags;
       }

@@ -60,6 +60,9 @@ const FIELDS: readonly Field[] = [
 /** id, debit_account_id, credit_account_id, amount, ledger, code. */
 const REQUIRED = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 9) | (1 << 10);
 
+/** The smallest transfer map: a fixmap header, then each required key as a fixstr with a 1-byte value. */
+const TRANSFER_MAP_BYTES_MIN = 1 + FIELDS.filter((f) => (f.bit & REQUIRED) !== 0).reduce((n, f) => n + 1 + f.key.length + 1, 0);
+
 /** Fields by key length: at most two share one (amount/ledger, user_data_64/user_data_32). */
 const BY_LENGTH: Field[][] = [];
 for (const f of FIELDS) (BY_LENGTH[f.key.length] ??= []).push(f);
@@ -231,8 +234,9 @@ export function readTransfersFrame(bytes: Uint8Array): TransfersFrame | undefine
     } else if (n === KEY_TRANSFERS.length && equal(bytes, r.pos, KEY_TRANSFERS) && events === undefined) {
       r.pos += n;
       const count = r.length(0x90, 0xdc, 0xdd);
-      // An empty batch and an oversized one have answers of their own on the general path.
-      if (count < 1 || count > EVENTS_PER_REQUEST_MAX) return undefined;
+      // An empty batch and an oversized one have answers of their own on the general path. So has
+      // a frame too short for its count: checked before the body is allocated for it.
+      if (count < 1 || count > EVENTS_PER_REQUEST_MAX || bytes.length - r.pos < count * TRANSFER_MAP_BYTES_MIN) return undefined;
       // Zeroed: a field left out is zero, as on the general path. allocUnsafe takes small bodies
       // from Node's buffer pool (Buffer.alloc would allocate each one).
       const body = Buffer.allocUnsafe(count * TRANSFER_BYTES).fill(0);

@@ -196,6 +196,9 @@ export class Engine {
       if (options.replication?.role === 'follower') engine.next_gid = Math.max(0, ...last_gids) + 1;
       else await engine.rollForward(last_gids);
       engine.started = true;
+      // A shard that failed while the others still recovered is not reported (on_failed is for a
+      // serving engine): the start fails instead.
+      if (engine.failure !== null) throw new Error(engine.failure);
       // Pulses asked for while shards recovered run now, after roll-forward and with the sequencer
       // above every shard's timestamps.
       for (const [shard, kind] of engine.early_due) engine.onDue(shard, kind);
@@ -280,6 +283,7 @@ export class Engine {
     this.role = 'leader';
     await this.rollForward(promoted.map((p) => p.last_gid));
     this.started = true;
+    if (this.failure !== null) throw new Error(this.failure);
     for (const [shard, kind] of this.early_due) this.onDue(shard, kind);
     this.early_due.length = 0;
     return { cut_entries };

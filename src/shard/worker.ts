@@ -142,6 +142,7 @@ function faultDelay(spec: string | undefined, index: number): number {
 /**
  * Fault injection for tests only: KEEL_FAULT_SHARD_STALL="<shard>:<n>" stops that shard's thread for
  * good at its n-th create request, before applying it (a hang the engine's watchdog must catch).
+ * Counted as requests are taken up: one held back by a checkpoint or group barrier counts again.
  */
 const fault_stall_at = ((): number => {
   const match = /^(\d+):(\d+)$/.exec(process.env.KEEL_FAULT_SHARD_STALL ?? '');
