@@ -93,12 +93,22 @@ interface ScopedTransfer {
   cr_balance: AccountBalance | null;
 }
 
+/**
+ * What a ledger is expected to hold, when it is known up front: a partial ledger seeded for one
+ * cross-shard group (src/shard/group.ts) starts its tables at that size instead of growing through
+ * it, and its other tables small, since one is made per group.
+ */
+export interface LedgerSizes {
+  accounts: number;
+  transfers: number;
+}
+
 export class Ledger {
-  readonly accounts = new IdMap<Account>();
-  readonly transfers = new IdMap<Transfer>();
-  readonly pending = new IdMap<PendingState>();
+  readonly accounts: IdMap<Account>;
+  readonly transfers: IdMap<Transfer>;
+  readonly pending: IdMap<PendingState>;
   /** Ids whose transfer failed with a transient status: reusing them is `id_already_failed`. */
-  readonly transient = new IdSet();
+  readonly transient: IdSet;
   /** Pending transfers not yet posted, voided or expired (for operators). */
   pending_live = 0;
   /** Pending transfers expired since start (for operators). */
@@ -110,7 +120,7 @@ export class Ledger {
   account_timestamp_max = 0n;
   transfer_timestamp_max = 0n;
 
-  private readonly account_index = new IdMap<AccountIndex>();
+  private readonly account_index: IdMap<AccountIndex>;
   private readonly accounts_by_time: Account[] = [];
   /**
    * A seeded partial ledger takes its accounts in read order and sorts them by timestamp only if
@@ -119,13 +129,13 @@ export class Ledger {
   private accounts_unsorted = false;
   // User data can be distinct per object (an external reference): IdMaps, which have no 16.7
   // million-entry ceiling (the u32 field is keyed as a bigint). Ledgers and codes are few.
-  private readonly accounts_by_user_data_64 = new IdMap<Account[]>();
-  private readonly accounts_by_user_data_32 = new IdMap<Account[]>();
+  private readonly accounts_by_user_data_64: IdMap<Account[]>;
+  private readonly accounts_by_user_data_32: IdMap<Account[]>;
   private readonly accounts_by_ledger = new Map<number, Account[]>();
   private readonly accounts_by_code = new Map<number, Account[]>();
   private readonly transfers_by_time: Transfer[] = [];
-  private readonly transfers_by_user_data_64 = new IdMap<Transfer[]>();
-  private readonly transfers_by_user_data_32 = new IdMap<Transfer[]>();
+  private readonly transfers_by_user_data_64: IdMap<Transfer[]>;
+  private readonly transfers_by_user_data_32: IdMap<Transfer[]>;
   private readonly transfers_by_ledger = new Map<number, Transfer[]>();
   private readonly transfers_by_code = new Map<number, Transfer[]>();
   private readonly expiry = new ExpiryQueue();
@@ -167,6 +177,19 @@ export class Ledger {
   private changed_transient: bigint[] = [];
 
   // ---------------------------------------------------------------------------------------------
+  constructor(sizes?: LedgerSizes) {
+    const other = sizes === undefined ? 1024 : 16;
+    this.accounts = new IdMap<Account>(sizes?.accounts ?? 1024);
+    this.transfers = new IdMap<Transfer>(sizes?.transfers ?? 1024);
+    this.pending = new IdMap<PendingState>(other);
+    this.transient = new IdSet(other);
+    this.account_index = new IdMap<AccountIndex>(other);
+    this.accounts_by_user_data_64 = new IdMap<Account[]>(other);
+    this.accounts_by_user_data_32 = new IdMap<Account[]>(other);
+    this.transfers_by_user_data_64 = new IdMap<Transfer[]>(other);
+    this.transfers_by_user_data_32 = new IdMap<Transfer[]>(other);
+  }
+
   // Commands.
 
   /**

@@ -260,8 +260,12 @@ export function executeGroup(
   read_sets: readonly Uint8Array[],
   own?: { index: number; seed: SeedInput },
 ): { scratch: Ledger; result: CreateResult } {
-  const scratch = new Ledger();
-  scratch.seed(uniteReadSets(read_sets, own));
+  const seed = uniteReadSets(read_sets, own);
+  const scratch = new Ledger({
+    accounts: seed.accounts.length + (kind === GroupKind.accounts ? count : 0),
+    transfers: seed.transfers.length + (kind === GroupKind.transfers ? count : 0),
+  });
+  scratch.seed(seed);
   let result: CreateResult;
   if (kind === GroupKind.transfers) {
     result = scratch.createTransfers(decodeTransferBatch(body, count), timestamp, { adopt: true });
