@@ -1,26 +1,18 @@
 // The `keel` command as an operator runs it: a real process, its stdout/stderr and exit codes.
 
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 import WebSocket from 'ws';
+import { MAIN, ROOT, finished, startServer, type Done } from './support/keel-process.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAIN = join(ROOT, 'src/cli/main.ts');
 const TOKEN_RE = /keel_[A-Za-z0-9_-]{43}/;
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' } as unknown as ConstructorParameters<typeof Unpackr>[0]);
-
-interface Done {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Runs `keel ARGS` to completion. */
 function keel(args: string[], env: Record<string, string> = {}): Promise<Done> {
@@ -28,47 +20,6 @@ function keel(args: string[], env: Record<string, string> = {}): Promise<Done> {
   return finished(child, { stdout: '', stderr: '' });
 }
 
-function finished(child: ChildProcess, acc: { stdout: string; stderr: string }): Promise<Done> {
-  child.stdout?.on('data', (d: Buffer) => (acc.stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (acc.stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, ...acc })));
-}
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-  out: { stdout: string; stderr: string };
-  exited: Promise<Done>;
-}
-
-/** Starts `keel start --port 0` and waits for its "listening on" line. */
-async function startServer(data: string): Promise<Server> {
-  const child = spawn(process.execPath, ['--import=tsx', MAIN, 'start', '--port', '0', '--data', data], {
-    cwd: ROOT,
-    env: { ...process.env, KEEL_LOG_LEVEL: 'warn' },
-  });
-  const out = { stdout: '', stderr: '' };
-  const exited = finished(child, out);
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening on" line in 20 s:\n${out.stdout}\n${out.stderr}`)), 20_000);
-    const look = (): void => {
-      const m = /keel listening on (ws:\/\/\S+)/.exec(out.stdout);
-      // The banner ends with the line on how to stop: wait for all of it.
-      if (m !== null && /stop with Ctrl-C/.test(out.stdout)) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout?.on('data', look);
-    void exited.then((done) => {
-      clearTimeout(timer);
-      reject(new Error(`keel start exited with ${done.code}:\n${done.stdout}\n${done.stderr}`));
-    });
-  });
-  return { child, url, out, exited };
-}
-
-/** hello + one request over a raw WebSocket. */
 async function oneRequest(url: string, token: string, request: Record<string, unknown>): Promise<Record<string, unknown>[]> {
   const ws = new WebSocket(url);
   await new Promise((resolve, reject) => {

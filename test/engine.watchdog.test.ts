@@ -4,51 +4,17 @@
 // acknowledged, and a process that was merely paused (SIGSTOP) must not be taken for a hang.
 
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { connect, KeelError, type KeelClient, type TransferInput } from '../src/client/index.ts';
 import { StallClock, checkIntervalMs } from '../src/shard/watchdog.ts';
+import { startServer, type Server } from './support/keel-process.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAIN = join(ROOT, 'src/cli/main.ts');
 const TOKEN_RE = /keel_[A-Za-z0-9_-]{43}/;
 
-interface Server {
-  child: ChildProcess;
-  url: string;
-  out: { stdout: string; stderr: string };
-  exited: Promise<number | null>;
-}
-
-async function startServer(data: string, args: string[], env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, ['--import=tsx', MAIN, 'start', '--port', '0', '--data', data, '--shards', '1', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, KEEL_LOG_LEVEL: 'warn', ...env },
-  });
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.on('data', (d: Buffer) => (out.stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out.stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening on" line in 20 s:\n${out.stdout}\n${out.stderr}`)), 20_000);
-    const look = (): void => {
-      const m = /keel listening on (ws:\/\/\S+)/.exec(out.stdout);
-      if (m !== null && /stop with Ctrl-C/.test(out.stdout)) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    };
-    child.stdout?.on('data', look);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`keel start exited with ${code}:\n${out.stdout}\n${out.stderr}`));
-    });
-  });
-  return { child, url, out, exited };
-}
+/** One shard: the fault and the checks name shard 0. */
+const ONE_SHARD = ['--shards', '1'];
 
 const ACCOUNTS = 20;
 
@@ -86,7 +52,7 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
   t.teardown(() => rmSync(data, { recursive: true, force: true }));
   const token_holder = { token: '' };
   // The shard's 4th create request hangs: accounts are the 1st, transfer batches 0 and 1 the 2nd and 3rd.
-  const server = await startServer(data, ['--shard-stall-ms', '1000'], { KEEL_FAULT_SHARD_STALL: '0:4' });
+  const server = await startServer(data, [...ONE_SHARD, '--shard-stall-ms', '1000'], { KEEL_FAULT_SHARD_STALL: '0:4' });
   token_holder.token = TOKEN_RE.exec(server.out.stdout)?.[0] ?? '';
   const keel = await client(server);
   const accounts = Array.from({ length: ACCOUNTS }, (_, i) => ({ id: BigInt(i + 1), ledger: 1, code: 1 }));
@@ -98,7 +64,7 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
     (error: unknown) => (error instanceof KeelError ? error.code : String(error)),
   );
   t.not(outcome, 'acknowledged', `the batch the shard hung on is not acknowledged (${outcome})`);
-  const code = await server.exited;
+  const { code } = await server.exited;
   const exit_ms = Date.now() - hung_at;
   t.equal(code, 1, 'keel start exits 1');
   t.ok(exit_ms < 10_000, `exited ${exit_ms} ms after the hang (stall limit 1000 ms, close at most 5000 ms)`);
@@ -107,7 +73,7 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
   await keel.close().catch(() => undefined);
 
   // Restarted without the fault: the acknowledged batches are there, the hung one is not, money is conserved.
-  const again = await startServer(data, [], {});
+  const again = await startServer(data, ONE_SHARD);
   t.teardown(() => {
     again.child.kill('SIGKILL');
   });
@@ -129,13 +95,13 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
   t.equal(debits, credits, 'debits equal credits');
   await keel2.close();
   again.child.kill('SIGTERM');
-  t.equal(await again.exited, 0, 'the restarted engine stops cleanly');
+  t.equal((await again.exited).code, 0, 'the restarted engine stops cleanly');
 });
 
 t.test('a paused process is not a hung shard: SIGSTOP past the stall time, SIGCONT, it serves on', async (t) => {
   const data = mkdtempSync(join(tmpdir(), 'keel-watchdog-'));
   t.teardown(() => rmSync(data, { recursive: true, force: true }));
-  const server = await startServer(data, ['--shard-stall-ms', '1000'], {});
+  const server = await startServer(data, [...ONE_SHARD, '--shard-stall-ms', '1000']);
   t.teardown(() => {
     server.child.kill('SIGKILL');
   });
@@ -156,7 +122,7 @@ t.test('a paused process is not a hung shard: SIGSTOP past the stall time, SIGCO
   for (const a of balances) t.same([a.debits_posted, a.credits_posted], want.get(a.id), `account ${a.id}`);
   await keel.close();
   server.child.kill('SIGTERM');
-  t.equal(await server.exited, 0);
+  t.equal((await server.exited).code, 0);
 });
 
 t.test('the stall decision: a standing counter over on-time looks, never a late look', async (t) => {

@@ -84,8 +84,9 @@ class Writer {
     this.byte(...b);
   }
 
-  map(n: number, wide: boolean): void {
-    if (wide || n >= 16) this.byte(0xde, n >> 8, n & 0xff);
+  map(n: number, wide: boolean | 32): void {
+    if (wide === 32) this.byte(0xdf, 0, 0, n >> 8, n & 0xff);
+    else if (wide || n >= 16) this.byte(0xde, n >> 8, n & 0xff);
     else this.byte(0x80 | n);
   }
 
@@ -172,7 +173,7 @@ function randomFrame(random: () => number, mutate: boolean): Buffer {
     const j = Math.floor(random() * (s + 1));
     [top[s], top[j]] = [top[j], top[s]];
   }
-  w.map(mutation === 12 ? 4 : 3, random() < unusual);
+  w.map(mutation === 12 ? 4 : 3, random() < unusual ? (random() < 0.5 ? 32 : true) : false);
   for (const [key, write] of top) {
     w.str(key, false);
     write();
