@@ -218,6 +218,8 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
         io.err(`keel: ${signal} again: exiting at once; the next start replays the log from the last checkpoint`);
+        // After a failure a thread may be stuck where process.exit would wait for it forever.
+        if (failed) process.kill(process.pid, 'SIGKILL');
         process.exit(EXIT_FAILED);
       }
       stopping = true;
@@ -231,6 +233,13 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
           io.err(`keel: error while stopping: ${(error as Error).message}`);
           resolveExit(EXIT_FAILED);
           return;
+        }
+        // A shard that failed while the engine closed (its final checkpoint could not be written,
+        // a cross-shard group could not finish) is not reported as the engine failing: look.
+        const failure = engine.failed;
+        if (failure !== null && !failed) {
+          io.err(`keel: the engine failed while stopping: ${failure}; the next start recovers from the log`);
+          failed = true;
         }
         if (failed) {
           resolveExit(EXIT_FAILED);

@@ -90,6 +90,8 @@ export class Center {
   private polling = false;
   private readonly committed_listeners = new Set<(shard: number) => void>();
   private engine_unlisten: (() => void) | null = null;
+  /** The failure of the last engine closed, for `failed` once there is none. */
+  private closed_engine_failure: string | null = null;
   readonly stats = { failovers: 0, truncations: 0, rebuilds: 0 };
 
   private constructor(options: CenterOptions, coordinator: Coordinator, server: Server, wss: WebSocketServer, state: GroupState) {
@@ -500,7 +502,15 @@ export class Center {
     this.engine = null;
     this.engine_unlisten?.();
     this.engine_unlisten = null;
-    if (engine !== null) await engine.close();
+    if (engine !== null) {
+      await engine.close();
+      this.closed_engine_failure = engine.failed;
+    }
+  }
+
+  /** Why this center's engine stopped serving, if it did (also while or after it closed). */
+  get failed(): string | null {
+    return this.engine !== null ? this.engine.failed : this.closed_engine_failure;
   }
 
   private onConnection(ws: WebSocket): void {

@@ -8,7 +8,7 @@
 
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { ShardHandle, type RecoveryInfo, type ReplicaOutcome } from './handle.ts';
+import { ShardHandle, type RecoveryInfo, type ReplicaOutcome, type StartedShard } from './handle.ts';
 import { ShardOp, type GroupEntryWire, type LogHeadWire, type ShardResult } from './messages.ts';
 import type { Account, AccountFilter, QueryFilter, Transfer } from '../ledger/types.ts';
 import { AccountFlags, EVENTS_PER_REQUEST_MAX, QueryFilterFlags, TransferFlags } from '../ledger/types.ts';
@@ -158,10 +158,10 @@ export class Engine {
     const lock_path = acquireLock(options.data_dir);
     const engine = new Engine(options, lock_path);
     const last_gids: number[] = [];
+    let starts: Promise<StartedShard>[] = [];
     try {
       checkLayout(options.data_dir, options.shards);
-      const started = await Promise.all(
-        Array.from({ length: options.shards }, (_, index) =>
+      starts = Array.from({ length: options.shards }, (_, index) =>
           ShardHandle.start({
             index,
             dir: join(options.data_dir, `shard-${index}`),
@@ -182,8 +182,8 @@ export class Engine {
             engine.handles[index] = value.handle;
             return value;
           }),
-        ),
       );
+      const started = await Promise.all(starts);
       for (const value of started) {
         engine.recovery.push(value.recovery);
         engine.log_heads.push(value.log_head);
@@ -204,6 +204,9 @@ export class Engine {
       for (const [shard, kind] of engine.early_due) engine.onDue(shard, kind);
       engine.early_due.length = 0;
     } catch (error) {
+      // Shards still recovering when another failed would otherwise be left running, their stores
+      // open after the lock is gone (a center reopens an engine in the same process).
+      await Promise.allSettled(starts);
       await Promise.all(engine.handles.filter((handle) => handle !== undefined).map((handle) => handle.close()));
       rmSync(lock_path, { force: true });
       throw error;
