@@ -98,6 +98,43 @@ t.test('a hung shard stops the engine: exit 1 within the stall time, nothing ack
   t.equal((await again.exited).code, 0, 'the restarted engine stops cleanly');
 });
 
+t.test('a shard that hangs while the engine stops: the stop still ends, in exit 1, and nothing is lost', async (t) => {
+  const data = mkdtempSync(join(tmpdir(), 'keel-watchdog-'));
+  t.teardown(() => rmSync(data, { recursive: true, force: true }));
+  const server = await startServer(data, [...ONE_SHARD, '--shard-stall-ms', '1000'], { KEEL_FAULT_SHARD_STALL: '0:close' });
+  t.teardown(() => {
+    server.child.kill('SIGKILL');
+  });
+  const token = TOKEN_RE.exec(server.out.stdout)?.[0] ?? '';
+  const keel = await client(server);
+  const accounts = Array.from({ length: ACCOUNTS }, (_, i) => ({ id: BigInt(i + 1), ledger: 1, code: 1 }));
+  await keel.createAccounts(accounts);
+  t.same((await keel.createTransfers(batch(0))).status.filter((s) => s !== 0), [], 'batch 0 acknowledged');
+  await keel.close();
+  const stopped_at = Date.now();
+  server.child.kill('SIGTERM');
+  const { code, stderr } = await server.exited;
+  const stop_ms = Date.now() - stopped_at;
+  t.equal(code, 1, 'the stop ends in exit 1');
+  t.ok(stop_ms < 10_000, `the stop took ${stop_ms} ms (stall limit 1000 ms)`);
+  t.match(stderr, /shard 0 stopped responding/, 'stderr names the hung shard');
+  t.match(stderr, /failed while stopping/, 'and says the stop was not clean');
+
+  const again = await startServer(data, ONE_SHARD);
+  t.teardown(() => {
+    again.child.kill('SIGKILL');
+  });
+  const keel2 = await connect({ url: again.url, token, reconnect: false });
+  const found = await keel2.lookupTransfers(batch(0).map((tr) => tr.id));
+  t.equal(found.length, batch(0).length, 'the acknowledged batch is there (replayed from the log)');
+  const balances = await keel2.lookupAccounts(accounts.map((a) => a.id));
+  const want = expected([0]);
+  for (const a of balances) t.same([a.debits_posted, a.credits_posted], want.get(a.id), `account ${a.id}`);
+  await keel2.close();
+  again.child.kill('SIGTERM');
+  t.equal((await again.exited).code, 0);
+});
+
 t.test('a paused process is not a hung shard: SIGSTOP past the stall time, SIGCONT, it serves on', async (t) => {
   const data = mkdtempSync(join(tmpdir(), 'keel-watchdog-'));
   t.teardown(() => rmSync(data, { recursive: true, force: true }));

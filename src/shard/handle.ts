@@ -475,11 +475,8 @@ export class ShardHandle {
 
   /** Lets in-flight requests finish, checkpoints, and stops the worker. */
   async close(): Promise<void> {
-    // Closing checkpoints, which may keep the worker busy: a slow close is not a hang.
-    if (this.watchdog !== null) {
-      clearInterval(this.watchdog);
-      this.watchdog = null;
-    }
+    // The watchdog stays armed: the final checkpoint is written in steps (the thread turns), so a
+    // close that stops turning is a hang, and failing the shard lets the close go on.
     if (this.failure === null) {
       this.flush();
       const closed = new Promise<void>((resolve) => (this.closed_resolve = resolve));
@@ -490,6 +487,10 @@ export class ShardHandle {
     // From here a request or control call is answered at once (the worker would never see it),
     // and the worker's exit is not taken for a failure.
     this.failure ??= `shard ${this.index} is closed`;
+    if (this.watchdog !== null) {
+      clearInterval(this.watchdog);
+      this.watchdog = null;
+    }
     await this.worker.terminate();
     // Replies a leader held for a commit that will not come now: their outcome is unknown.
     this.held.length = 0;

@@ -148,6 +148,8 @@ const fault_stall_at = ((): number => {
   const match = /^(\d+):(\d+)$/.exec(process.env.KEEL_FAULT_SHARD_STALL ?? '');
   return match !== null && Number(match[1]) === data.index ? Number(match[2]) : 0;
 })();
+/** KEEL_FAULT_SHARD_STALL="<shard>:close": the same, when the shard is asked to close. */
+const fault_stall_on_close = process.env.KEEL_FAULT_SHARD_STALL === `${data.index}:close`;
 let creates_seen = 0;
 
 function stallForever(): never {
@@ -594,6 +596,7 @@ port.on('message', (message: ToWorker) => {
       (error: unknown) => post({ type: 'metrics', request, json: [], error: error instanceof Error ? error.message : String(error) }),
     );
   } else if (message.type === 'close') {
+    if (fault_stall_on_close) stallForever();
     void shard
       .close()
       .then(() => {
