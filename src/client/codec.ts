@@ -88,50 +88,115 @@ export function encodeFrame(message: WireMap): Buffer {
   return packr.pack(message);
 }
 
-function fixstr(out: Buffer, at: number, s: string): number {
-  if (s.length > 31) throw new RangeError(`${s} is too long for a fixstr`);
-  out[at] = 0xa0 | s.length;
-  return at + 1 + out.write(s, at + 1, 'latin1');
+const TWO_32 = 0x1_0000_0000;
+
+/**
+ * MessagePack written by hand where the shape is known (create events and their frame): short keys
+ * as fixstr, every integer as a uint in its smallest format. Grows by doubling when `ensure` asks.
+ */
+export class MsgpackWriter {
+  buf: Uint8Array;
+  view: DataView;
+  pos = 0;
+
+  constructor(buf: Uint8Array) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  raw(bytes: Uint8Array): void {
+    this.buf.set(bytes, this.pos);
+    this.pos += bytes.byteLength;
+  }
+
+  /** An ASCII string of at most 31 characters. */
+  fixstr(s: string): void {
+    if (s.length > 31) throw new RangeError(`${s} is too long for a fixstr`);
+    this.buf[this.pos++] = 0xa0 | s.length;
+    for (let i = 0; i < s.length; i++) this.buf[this.pos++] = s.charCodeAt(i);
+  }
+
+  /** A uint below 2^32 in its smallest format. */
+  uint32(n: number): void {
+    const { buf, view } = this;
+    const p = this.pos;
+    if (n < 0x80) {
+      buf[p] = n;
+      this.pos = p + 1;
+    } else if (n < 0x100) {
+      buf[p] = 0xcc;
+      buf[p + 1] = n;
+      this.pos = p + 2;
+    } else if (n < 0x1_0000) {
+      buf[p] = 0xcd;
+      view.setUint16(p + 1, n);
+      this.pos = p + 3;
+    } else {
+      buf[p] = 0xce;
+      view.setUint32(p + 1, n);
+      this.pos = p + 5;
+    }
+  }
+
+  /** A checked u64: below 2^32 as `uint32` writes it, else a uint64 (0xcf). */
+  u64(v: bigint | number): void {
+    if (typeof v === 'number') {
+      if (v < TWO_32) return this.uint32(v);
+      this.buf[this.pos] = 0xcf;
+      this.view.setUint32(this.pos + 1, Math.floor(v / TWO_32));
+      this.view.setUint32(this.pos + 5, v % TWO_32);
+    } else {
+      if (v < 0x1_0000_0000n) return this.uint32(Number(v));
+      this.buf[this.pos] = 0xcf;
+      this.view.setBigUint64(this.pos + 1, v);
+    }
+    this.pos += 9;
+  }
+
+  /** An array header for `n` elements (fixarray, array16 or array32). */
+  arrayHeader(n: number): void {
+    if (n < 0x10) this.buf[this.pos++] = 0x90 | n;
+    else if (n < 0x1_0000) {
+      this.buf[this.pos] = 0xdc;
+      this.view.setUint16(this.pos + 1, n);
+      this.pos += 3;
+    } else {
+      this.buf[this.pos] = 0xdd;
+      this.view.setUint32(this.pos + 1, n);
+      this.pos += 5;
+    }
+  }
 }
 
 /**
- * `{id, op, [param]: events}` where the events are already MessagePack maps (requests.ts): the same
- * bytes `encodeFrame` writes for that map, without decoding and re-encoding the events.
+ * `{id, op, [param]: events}` where the events are already MessagePack maps (requests.ts): what
+ * `encodeFrame` writes for that map, without decoding and re-encoding the events.
  */
 export function encodeCreateFrame(id: number, op: string, param: string, count: number, chunks: readonly Uint8Array[]): Buffer {
   let events_bytes = 0;
   for (const c of chunks) events_bytes += c.byteLength;
+  // Pooled for small frames; the head (map, three keys, the op, the id and the array header) fits in 64 bytes.
   const out = Buffer.allocUnsafe(64 + events_bytes);
-  let at = 0;
-  out[at++] = 0x83;
-  at = fixstr(out, at, 'id');
-  if (id < 0x80) out[at++] = id;
-  else if (id < 0x100) {
-    out[at++] = 0xcc;
-    out[at++] = id;
-  } else if (id < 0x1_0000) {
-    out[at++] = 0xcd;
-    at = out.writeUInt16BE(id, at);
-  } else {
-    out[at++] = 0xce;
-    at = out.writeUInt32BE(id, at);
-  }
-  at = fixstr(out, at, 'op');
-  at = fixstr(out, at, op);
-  at = fixstr(out, at, param);
-  if (count < 0x10) out[at++] = 0x90 | count;
-  else if (count < 0x1_0000) {
-    out[at++] = 0xdc;
-    at = out.writeUInt16BE(count, at);
-  } else {
-    out[at++] = 0xdd;
-    at = out.writeUInt32BE(count, at);
-  }
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out.subarray(0, at);
+  const w = new MsgpackWriter(out);
+  out[w.pos++] = 0x83;
+  w.fixstr('id');
+  w.uint32(id);
+  w.fixstr('op');
+  w.fixstr(op);
+  w.fixstr(param);
+  w.arrayHeader(count);
+  for (const c of chunks) w.raw(c);
+  return out.subarray(0, w.pos);
 }
 
 /** Throws on undecodable bytes; the caller treats that as a protocol error. */

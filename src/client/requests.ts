@@ -3,7 +3,7 @@
 // Optional fields that are zero are left out (the server reads a missing field as zero).
 
 import { AccountFlags, TransferFlags, U16_MAX, U32_MAX, U64_MAX } from '../ledger/types.ts';
-import { u64, type WireMap, type WireValue } from './codec.ts';
+import { MsgpackWriter, u64, type WireMap, type WireValue } from './codec.ts';
 import { KeelError } from './errors.ts';
 
 /** A u64 as a channel may pass it: a bigint, or a number that is a safe integer. */
@@ -97,18 +97,28 @@ function show(v: unknown): string {
 
 const U64_EXPECTED = `an unsigned 64-bit integer (a bigint in 0..${U64_MAX}, or a safe integer number)`;
 
+/** `v` as a u64 (a bigint, or a safe-integer number with -0 made 0), or undefined. */
+function u64Of(v: unknown): bigint | number | undefined {
+  if (typeof v === 'bigint') return v >= 0n && v <= U64_MAX ? v : undefined;
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v + 0 : undefined;
+  return undefined;
+}
+
+/** `v` as an integer in 0..max (-0 made 0), or -1. */
+function uintOf(v: unknown, max: number): number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max ? v + 0 : -1;
+}
+
 function toU64(v: unknown, field: string): bigint {
-  if (typeof v === 'bigint') {
-    if (v >= 0n && v <= U64_MAX) return v;
-  } else if (typeof v === 'number') {
-    if (Number.isSafeInteger(v) && v >= 0) return BigInt(v);
-  }
-  throw bad(field, U64_EXPECTED, v);
+  const x = u64Of(v);
+  if (x === undefined) throw bad(field, U64_EXPECTED, v);
+  return BigInt(x);
 }
 
 function toUint(v: unknown, max: number, field: string): number {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max) return v + 0;
-  throw bad(field, `an integer in 0..${max}`, v);
+  const x = uintOf(v, max);
+  if (x < 0) throw bad(field, `an integer in 0..${max}`, v);
+  return x;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -230,100 +240,41 @@ function eventFields(spec: Readonly<Record<string, FieldSpec>>): EventField[] {
   });
 }
 
-const TWO_32 = 0x1_0000_0000;
-
-/** A growable buffer of MessagePack, for events only (maps of short keys and uints). */
-class EventWriter {
-  buf: Uint8Array;
-  view: DataView;
-  pos = 0;
-
-  constructor(size: number) {
-    this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
-  }
-
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
-
-  /** A uint below 2^32 in its smallest format. */
-  uint32(n: number): void {
-    const { buf, view } = this;
-    const p = this.pos;
-    if (n < 0x80) {
-      buf[p] = n;
-      this.pos = p + 1;
-    } else if (n < 0x100) {
-      buf[p] = 0xcc;
-      buf[p + 1] = n;
-      this.pos = p + 2;
-    } else if (n < 0x1_0000) {
-      buf[p] = 0xcd;
-      view.setUint16(p + 1, n);
-      this.pos = p + 3;
-    } else {
-      buf[p] = 0xce;
-      view.setUint32(p + 1, n);
-      this.pos = p + 5;
-    }
-  }
-
-  /** A checked u64: below 2^32 as uint32 would write it, else a uint64 (0xcf). */
-  u64(v: bigint | number): void {
-    if (typeof v === 'number') {
-      if (v < TWO_32) return this.uint32(v);
-      this.buf[this.pos] = 0xcf;
-      this.view.setUint32(this.pos + 1, Math.floor(v / TWO_32));
-      this.view.setUint32(this.pos + 5, v % TWO_32);
-    } else {
-      if (v < 0x1_0000_0000n) return this.uint32(Number(v));
-      this.buf[this.pos] = 0xcf;
-      this.view.setBigUint64(this.pos + 1, v);
-    }
-    this.pos += 9;
-  }
-}
-
 /** Where every call's events are written (then copied out): one buffer, grown to the largest call. */
-const scratch = new EventWriter(64 * 1024);
+const scratch = new MsgpackWriter(new Uint8Array(64 * 1024));
 let scratch_busy = false;
 
 /** Checked values of the event being written, per field (reused: no array per event). */
 const scratch_values: Array<bigint | number> = [];
 
-function writeEvent(w: EventWriter, values: Array<bigint | number>, input: unknown, path: string, fields: readonly EventField[]): number {
-  if (!isObject(input)) throw bad(path, 'an object', input);
+/**
+ * Checks one event and writes it as a map; returns its flags. The path in an error message
+ * (`transfers[3].amount`) is built only on failure.
+ */
+function writeEvent(w: MsgpackWriter, values: Array<bigint | number>, input: unknown, name: string, index: number, fields: readonly EventField[]): number {
+  if (!isObject(input)) throw bad(`${name}[${index}]`, 'an object', input);
   let present = 0;
   let flags = 0;
   for (let f = 0; f < fields.length; f++) {
-    const { name, kind, required, max } = fields[f];
-    const v = input[name];
+    const field = fields[f];
+    const v = input[field.name];
     values[f] = 0;
     if (v === undefined) {
-      if (required) throw new Invalid(`${path}.${name}`, `${path}.${name} is required`);
+      if (field.required) throw new Invalid(`${name}[${index}].${field.name}`, `${name}[${index}].${field.name} is required`);
       continue;
     }
-    if (kind === 'u64') {
-      if (typeof v === 'bigint') {
-        if (v < 0n || v > U64_MAX) throw bad(`${path}.${name}`, U64_EXPECTED, v);
-      } else if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw bad(`${path}.${name}`, U64_EXPECTED, v);
-      // `+ 0` turns -0 into 0.
-      const x = typeof v === 'number' ? v + 0 : v;
-      if (!required && (x === 0 || x === 0n)) continue;
-      values[f] = x;
+    let x: bigint | number;
+    if (field.kind === 'u64') {
+      const u = u64Of(v);
+      if (u === undefined) throw bad(`${name}[${index}].${field.name}`, U64_EXPECTED, v);
+      x = u;
     } else {
-      const x = toUint(v, max, `${path}.${name}`);
-      if (x === 0 && !required) continue;
-      values[f] = x;
-      if (name === 'flags') flags = x;
+      x = uintOf(v, field.max);
+      if (x < 0) throw bad(`${name}[${index}].${field.name}`, `an integer in 0..${field.max}`, v);
+      if (field.name === 'flags') flags = x;
     }
+    if (!field.required && (x === 0 || x === 0n)) continue;
+    values[f] = x;
     present |= 1 << f;
   }
   let n = 0;
@@ -332,9 +283,7 @@ function writeEvent(w: EventWriter, values: Array<bigint | number>, input: unkno
   w.buf[w.pos++] = 0x80 | n;
   for (let f = 0; f < fields.length; f++) {
     if ((present & (1 << f)) === 0) continue;
-    const key = fields[f].key;
-    w.buf.set(key, w.pos);
-    w.pos += key.length;
+    w.raw(fields[f].key);
     w.u64(values[f]);
   }
   return flags;
@@ -353,7 +302,7 @@ function createEvents(
     // A getter on an input that calls the client again must not write into the same scratch
     // buffer or values.
     const nested = scratch_busy;
-    const w = nested ? new EventWriter(4096) : scratch;
+    const w = nested ? new MsgpackWriter(new Uint8Array(4096)) : scratch;
     const values = nested ? [] : scratch_values;
     w.pos = 0;
     scratch_busy = true;
@@ -361,7 +310,7 @@ function createEvents(
     let last_flags = 0;
     try {
       for (let i = 0; i < count; i++) {
-        const flags = writeEvent(w, values, input[i], `${name}[${i}]`, fields);
+        const flags = writeEvent(w, values, input[i], name, i, fields);
         if (i === 0) first_flags = flags;
         last_flags = flags;
       }
@@ -391,7 +340,11 @@ export function idsParams(ids: readonly U64Input[]): WireMap | KeelError {
   return checked(() => {
     if (!Array.isArray(ids)) throw bad('ids', 'an array', ids);
     const out: WireValue[] = new Array<WireValue>(ids.length);
-    for (let i = 0; i < ids.length; i++) out[i] = u64(toU64(ids[i], `ids[${i}]`));
+    for (let i = 0; i < ids.length; i++) {
+      const x = u64Of(ids[i]);
+      if (x === undefined) throw bad(`ids[${i}]`, U64_EXPECTED, ids[i]);
+      out[i] = u64(BigInt(x));
+    }
     return { ids: out };
   });
 }
