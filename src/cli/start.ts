@@ -215,15 +215,9 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
     let stopping = false;
     // The engine failed (possibly while a signal's stop was already draining): never exit 0 then.
     let failed = false;
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        io.err(`keel: ${signal} again: exiting at once; the next start replays the log from the last checkpoint`);
-        // After a failure a thread may be stuck where process.exit would wait for it forever.
-        if (failed) process.kill(process.pid, 'SIGKILL');
-        process.exit(EXIT_FAILED);
-      }
+    /** Answers in-flight requests, closes the connections and the engine, and exits. */
+    const shutdown = (): void => {
       stopping = true;
-      io.out(`keel: ${signal}: stopping (answering ${gateway.inflight} in-flight requests)`);
       void (async () => {
         try {
           await gateway.close();
@@ -241,13 +235,19 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
           io.err(`keel: the engine failed while stopping: ${failure}; the next start recovers from the log`);
           failed = true;
         }
-        if (failed) {
-          resolveExit(EXIT_FAILED);
-          return;
-        }
-        io.out('keel: stopped');
-        resolveExit(EXIT_OK);
+        if (!failed) io.out('keel: stopped');
+        resolveExit(failed ? EXIT_FAILED : EXIT_OK);
       })();
+    };
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        io.err(`keel: ${signal} again: exiting at once; the next start replays the log from the last checkpoint`);
+        // After a failure a thread may be stuck where process.exit would wait for it forever.
+        if (failed) process.kill(process.pid, 'SIGKILL');
+        process.exit(EXIT_FAILED);
+      }
+      io.out(`keel: ${signal}: stopping (answering ${gateway.inflight} in-flight requests)`);
+      shutdown();
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
@@ -260,18 +260,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
         io.err(`keel: the engine did not close within ${FAILED_EXIT_MS} ms of failing; killing the process`);
         process.kill(process.pid, 'SIGKILL');
       }, FAILED_EXIT_MS);
-      if (stopping) return;
-      stopping = true;
-      void (async () => {
-        try {
-          await gateway.close();
-          await metrics_server?.close();
-          await engine.close();
-        } catch {
-          // Exiting anyway: the next start recovers from the log.
-        }
-        resolveExit(EXIT_FAILED);
-      })();
+      if (!stopping) shutdown();
     };
   });
 }

@@ -438,11 +438,14 @@ export class ShardHandle {
     this.worker.terminate().catch(() => undefined);
   }
 
+  private stopWatchdog(): void {
+    if (this.watchdog === null) return;
+    clearInterval(this.watchdog);
+    this.watchdog = null;
+  }
+
   private fail(message: string): void {
-    if (this.watchdog !== null) {
-      clearInterval(this.watchdog);
-      this.watchdog = null;
-    }
+    this.stopWatchdog();
     if (this.failure !== null) return;
     this.failure = message;
     this.options.on_failed(this.index, message);
@@ -487,10 +490,7 @@ export class ShardHandle {
     // From here a request or control call is answered at once (the worker would never see it),
     // and the worker's exit is not taken for a failure.
     this.failure ??= `shard ${this.index} is closed`;
-    if (this.watchdog !== null) {
-      clearInterval(this.watchdog);
-      this.watchdog = null;
-    }
+    this.stopWatchdog();
     await this.worker.terminate();
     // Replies a leader held for a commit that will not come now: their outcome is unknown.
     this.held.length = 0;
