@@ -218,7 +218,8 @@ export function readTransfersFrame(bytes: Uint8Array): TransfersFrame | undefine
   if (r.length(0x80, 0xde, 0xdf) !== 3) return undefined;
   let id = -1;
   let op = false;
-  let events: { count: number; body: Buffer } | undefined;
+  let count = 0;
+  let body: Buffer | undefined;
   for (let k = 0; k < 3; k++) {
     const n = r.fixstr();
     if (n === KEY_ID.length && equal(bytes, r.pos, KEY_ID) && id < 0) {
@@ -231,20 +232,19 @@ export function readTransfersFrame(bytes: Uint8Array): TransfersFrame | undefine
       if (r.fixstr() !== OP.length || !equal(bytes, r.pos, OP)) return undefined;
       r.pos += OP.length;
       op = true;
-    } else if (n === KEY_TRANSFERS.length && equal(bytes, r.pos, KEY_TRANSFERS) && events === undefined) {
+    } else if (n === KEY_TRANSFERS.length && equal(bytes, r.pos, KEY_TRANSFERS) && body === undefined) {
       r.pos += n;
-      const count = r.length(0x90, 0xdc, 0xdd);
+      count = r.length(0x90, 0xdc, 0xdd);
       // An empty batch and an oversized one have answers of their own on the general path. So has
       // a frame too short for its count: checked before the body is allocated for it.
       if (count < 1 || count > EVENTS_PER_REQUEST_MAX || bytes.length - r.pos < count * TRANSFER_MAP_BYTES_MIN) return undefined;
       // Zeroed: a field left out is zero, as on the general path. allocUnsafe takes small bodies
       // from Node's buffer pool (Buffer.alloc would allocate each one).
-      const body = Buffer.allocUnsafe(count * TRANSFER_BYTES).fill(0);
+      body = Buffer.allocUnsafe(count * TRANSFER_BYTES).fill(0);
       const out = new DataView(body.buffer, body.byteOffset, body.byteLength);
       for (let i = 0; i < count; i++) if (!readTransfer(r, out, i * TRANSFER_BYTES)) return undefined;
-      events = { count, body };
     } else return undefined;
   }
-  if (r.pos !== bytes.length || id < 0 || !op || events === undefined) return undefined;
-  return { id, count: events.count, body: events.body };
+  if (r.pos !== bytes.length || id < 0 || !op || body === undefined) return undefined;
+  return { id, count, body };
 }

@@ -183,7 +183,6 @@ export class Ledger {
   private readonly changed_pending = new Set<bigint>();
   private changed_transient: bigint[] = [];
 
-  // ---------------------------------------------------------------------------------------------
   constructor(sizes?: LedgerSizes) {
     const other = sizes === undefined ? 1024 : 16;
     this.accounts = new IdMap<Account>(sizes?.accounts ?? 1024);
@@ -197,6 +196,7 @@ export class Ledger {
     this.transfers_by_user_data_32 = new IdMap<Transfer[]>(other);
   }
 
+  // ---------------------------------------------------------------------------------------------
   // Commands.
 
   /**
@@ -939,7 +939,6 @@ export class Ledger {
   }
 
   getAccountBalances(filter: AccountFilter): AccountBalance[] {
-    this.indexTransfers();
     const index = this.account_index.get(filter.account_id);
     if (index === undefined || index.history === null) return [];
     const history = index.history;
