@@ -11,6 +11,7 @@
 // account, plus the balances the accounts had before the run). A mismatch fails the run (exit 1).
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -68,8 +69,8 @@ Engine options:
                         the attached engine's shard count (the bench cannot see it), so that
                         --cross-shard places accounts right
   --account-base N      accounts get ids N+1..N+accounts (default 0)
-  --id-base N           transfer ids start after N (default 1e9 for a fresh engine, a time-derived
-                        base with --url or --data so that a rerun does not collide)
+  --id-base N           transfer ids start after N (default 1e9 for a fresh engine, a random
+                        multiple of 2^41 with --url or --data so that a rerun does not collide)
 
 ${WORKLOAD_USAGE}
 
@@ -190,9 +191,11 @@ async function main(): Promise<number> {
   const account_base = BigInt(int('account-base', str(values, 'account-base'), 0, 0, Number.MAX_SAFE_INTEGER));
   const fresh = url_option === undefined && data_option === undefined;
   const id_base_text = str(values, 'id-base');
-  // A rerun against a kept engine must not reuse transfer ids: seconds since the epoch << 32 leaves
-  // 2^32 ids per run and stays below 2^63.
-  const id_base = id_base_text !== undefined ? BigInt(id_base_text) : fresh ? 1_000_000_000n : BigInt(Math.floor(Date.now() / 1000)) << 32n;
+  // A rerun against a kept engine must not reuse transfer ids. Each run takes 2^41 ids at a random
+  // multiple of 2^41 below 2^63: its transfers from the base, its warm-up from base + 2^40
+  // (WARMUP_ID_OFFSET). Two runs share a base with odds of 1 in 4 million. (Seconds << 32 collided
+  // for two runs in one second, and with the warm-up ids of a run 256 seconds earlier.)
+  const id_base = id_base_text !== undefined ? BigInt(id_base_text) : fresh ? 1_000_000_000n : BigInt(randomInt(1, 2 ** 22)) << 41n;
   const notes: string[] = [];
   if (!shards_known) {
     notes.push('attached without --shards: accounts are placed as for 1 shard; give --shards N (the engine\'s shard count) for --cross-shard to apply and be reported');
