@@ -23,7 +23,6 @@ import {
   CREATE_TRANSFER_STATUS_NAMES,
 } from '../src/ledger/types.ts';
 import { AF, MAX63, MAX64, Model, TF } from './support/model.ts';
-import { accountFilter, queryFilter } from './support/builders.ts';
 
 const SEED = process.env.KEEL_FC_SEED !== undefined ? Number(process.env.KEEL_FC_SEED) : 20_261_127;
 const RUNS = process.env.KEEL_FC_RUNS !== undefined ? Number(process.env.KEEL_FC_RUNS) : 1000;
@@ -890,20 +889,4 @@ t.test('scenarios', async (t) => {
     t.equal(l.engine.lookupTransfers([1n])[0].amount, 10n);
     t.equal(l.engine.getAccountBalances(filter)[0].debits_posted, 10n);
   });
-});
-
-t.test('query indexes wait for indexTransfers, in steps, and a query catches them up itself', async (t) => {
-  const l = new Ledger();
-  l.createAccounts([account(1n), account(2n), account(3n)], CLOCK_START);
-  const transfers = Array.from({ length: 10 }, (_, i) =>
-    transfer({ id: BigInt(100 + i), debit_account_id: i % 2 === 0 ? 1n : 2n, credit_account_id: 3n, amount: BigInt(i + 1), user_data_64: 7n }),
-  );
-  l.createTransfers(transfers, CLOCK_START + NS);
-  t.equal(l.unindexed, 10, 'created, not yet in the query indexes');
-  t.equal(l.indexTransfers(4), 6, 'four indexed, six left');
-  t.equal(l.unindexed, 6);
-  t.same(l.getAccountTransfers(accountFilter(3n)).map((x) => x.id), transfers.map((x) => x.id), 'a query sees every transfer, in order');
-  t.equal(l.unindexed, 0, 'the query caught the indexes up');
-  t.equal(l.queryTransfers(queryFilter({ user_data_64: 7n })).length, 10, 'indexed once each: no duplicates');
-  t.equal(l.indexTransfers(), 0);
 });

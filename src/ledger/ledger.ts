@@ -134,13 +134,6 @@ export class Ledger {
   private readonly accounts_by_ledger = new Map<number, Account[]>();
   private readonly accounts_by_code = new Map<number, Account[]>();
   private readonly transfers_by_time: Transfer[] = [];
-  /**
-   * transfers_by_time[0, indexed_to) are in the query indexes below (by user data, ledger, code and
-   * per account). The rest are indexed by `indexTransfers`, which the shard runs after a batch's log
-   * write has started, so that the work overlaps the fsync; every query that reads those indexes
-   * catches up first. They are derived data: nothing else reads them.
-   */
-  private indexed_to = 0;
   private readonly transfers_by_user_data_64: IdMap<Transfer[]>;
   private readonly transfers_by_user_data_32: IdMap<Transfer[]>;
   private readonly transfers_by_ledger = new Map<number, Transfer[]>();
@@ -867,46 +860,22 @@ export class Ledger {
       if (cr_balance !== null) this.history_log.push([transfer.credit_account_id, cr_balance]);
       return;
     }
-    // History is kept at once (the balances are only known now); the query indexes wait for
-    // indexTransfers.
+    if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, BigInt(transfer.user_data_32), transfer);
+    pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+    pushIndexed(this.transfers_by_code, transfer.code, transfer);
+    const dr_index = this.account_index.get(transfer.debit_account_id)!;
+    const cr_index = this.account_index.get(transfer.credit_account_id)!;
+    dr_index.debits.push(transfer);
+    cr_index.credits.push(transfer);
     if (dr_balance !== null) {
-      this.account_index.get(transfer.debit_account_id)!.history!.push(dr_balance);
+      dr_index.history!.push(dr_balance);
       this.history_log.push([transfer.debit_account_id, dr_balance]);
     }
     if (cr_balance !== null) {
-      this.account_index.get(transfer.credit_account_id)!.history!.push(cr_balance);
+      cr_index.history!.push(cr_balance);
       this.history_log.push([transfer.credit_account_id, cr_balance]);
     }
-  }
-
-  /**
-   * Adds up to `limit` transfers not yet in the query indexes to them, oldest first; returns how
-   * many are left. A transfer kept by two shards (cross-shard) is listed under the account this
-   * ledger holds only. A partial ledger has no query indexes.
-   */
-  indexTransfers(limit = Number.POSITIVE_INFINITY): number {
-    const all = this.transfers_by_time;
-    if (this.partial) {
-      this.indexed_to = all.length;
-      return 0;
-    }
-    const end = Math.min(all.length, this.indexed_to + limit);
-    for (let i = this.indexed_to; i < end; i++) {
-      const transfer = all[i];
-      if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
-      if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, BigInt(transfer.user_data_32), transfer);
-      pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
-      pushIndexed(this.transfers_by_code, transfer.code, transfer);
-      this.account_index.get(transfer.debit_account_id)?.debits.push(transfer);
-      this.account_index.get(transfer.credit_account_id)?.credits.push(transfer);
-    }
-    this.indexed_to = end;
-    return all.length - end;
-  }
-
-  /** Transfers waiting for the query indexes. */
-  get unindexed(): number {
-    return this.transfers_by_time.length - this.indexed_to;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -952,7 +921,6 @@ export class Ledger {
   }
 
   private scanAccount(filter: AccountFilter, visit: (transfer: Transfer) => void): void {
-    this.indexTransfers();
     if (!validAccountFilter(filter)) return;
     const index = this.account_index.get(filter.account_id);
     if (index === undefined) return;
@@ -987,7 +955,6 @@ export class Ledger {
   }
 
   queryTransfers(filter: QueryFilter): Transfer[] {
-    this.indexTransfers();
     if (!validQueryFilter(filter)) return [];
     const candidates = this.pickIndex<Transfer>(filter, this.transfers_by_time, this.transfers_by_user_data_64, this.transfers_by_user_data_32, this.transfers_by_ledger, this.transfers_by_code);
     return scanQuery(candidates, filter).map((transfer) => ({ ...transfer }));
@@ -1077,7 +1044,12 @@ export class Ledger {
       this.indexAccount(account);
       if (account.timestamp > this.account_timestamp_max) this.account_timestamp_max = account.timestamp;
     }
-    for (const transfer of snapshot.transfers) this.storeTransfer(transfer);
+    for (const transfer of snapshot.transfers) {
+      this.storeTransfer(transfer);
+      // A cross-shard transfer is kept by both shards; each indexes only its own account's side.
+      this.account_index.get(transfer.debit_account_id)?.debits.push(transfer);
+      this.account_index.get(transfer.credit_account_id)?.credits.push(transfer);
+    }
     for (const entry of snapshot.history) {
       const index = this.account_index.get(entry[0]);
       assert(index !== undefined && index.history !== null, 'history for a history account');
@@ -1091,7 +1063,6 @@ export class Ledger {
     }
     for (const id of snapshot.transient) this.transient.add(id);
     this.last_timestamp = snapshot.last_timestamp;
-    this.indexTransfers();
     this.takeChanges();
   }
 
@@ -1181,6 +1152,8 @@ export class Ledger {
       const cr_index = this.account_index.get(transfer.credit_account_id);
       if (dr_index === undefined && cr_index === undefined) continue;
       this.storeTransfer(transfer);
+      dr_index?.debits.push(transfer);
+      cr_index?.credits.push(transfer);
     }
     for (const entry of scratch.history_log) {
       const index = this.account_index.get(entry[0]);
@@ -1210,12 +1183,16 @@ export class Ledger {
     if (scratch.last_timestamp > this.last_timestamp) this.last_timestamp = scratch.last_timestamp;
   }
 
-  /** Stores a transfer that is already final (restored, or adopted from a group); indexTransfers adds it to the query indexes. */
+  /** Stores a transfer that is already final (restored, or adopted from a group) with its query indexes. */
   private storeTransfer(transfer: Transfer): void {
     const inserted = this.transfers.insert(transfer.id, transfer);
     assert(inserted, 'a stored transfer is new');
     if (transfer.timestamp > this.transfer_timestamp_max) this.transfer_timestamp_max = transfer.timestamp;
     this.transfers_by_time.push(transfer);
+    if (transfer.user_data_64 !== 0n) pushIndexed(this.transfers_by_user_data_64, transfer.user_data_64, transfer);
+    if (transfer.user_data_32 !== 0) pushIndexed(this.transfers_by_user_data_32, BigInt(transfer.user_data_32), transfer);
+    pushIndexed(this.transfers_by_ledger, transfer.ledger, transfer);
+    pushIndexed(this.transfers_by_code, transfer.code, transfer);
   }
 
   /** A live pending transfer's deadline goes where it can be acted on: here, or in a group. */

@@ -248,8 +248,6 @@ export class Shard {
       this.replay(entry);
       replayed++;
     }
-    // Recovered with its query indexes whole, so that the first query does not build them.
-    this.ledger.indexTransfers();
     return {
       checkpoint_position: this.checkpoint_position,
       replayed_entries: replayed,
@@ -389,8 +387,6 @@ export class Shard {
     this.afterEntry(objects);
   }
 
-  private indexing_scheduled = false;
-
   /** After an entry is applied and appended (counted already): checkpoint when due, look for expiry. */
   private afterEntry(objects: number): void {
     // Whatever was due may have expired with this entry: look again.
@@ -405,23 +401,6 @@ export class Shard {
       else this.checkpoint_wanted = true;
     }
     this.schedulePulse();
-    this.scheduleIndexing();
-  }
-
-  /**
-   * The ledger's query indexes catch up after the turn that applied entries, not inside it:
-   * lmdb-js starts committing the turn's log writes in a setImmediate queued when they were
-   * written, so this one runs after it, while the write thread commits and fsyncs, instead of
-   * before the reply. A query that comes first catches the indexes up itself.
-   */
-  private scheduleIndexing(): void {
-    if (this.indexing_scheduled) return;
-    this.indexing_scheduled = true;
-    setImmediate(() => {
-      this.indexing_scheduled = false;
-      if (this.closed || this.failure !== null) return;
-      this.ledger.indexTransfers();
-    });
   }
 
   // ---------------------------------------------------------------------------------------------
