@@ -239,7 +239,11 @@ export async function startCluster(options: {
       for (;;) {
         const s = await state().catch(() => null);
         if (s !== null && s.isr.length === size) return s;
-        if (Date.now() > deadline) throw new Error(`in-sync set not of ${size} within ${timeout_ms} ms: ${JSON.stringify(s)}`);
+        if (Date.now() > deadline) {
+          // Each center's recent log says who left the set and why (lag, a crash, a refused change).
+          const logs = centers.map((c) => `${c.name}: ${c.stderr.slice(-1500)}`).join('\n');
+          throw new Error(`in-sync set not of ${size} within ${timeout_ms} ms: ${JSON.stringify(s)}; logs:\n${logs}`);
+        }
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     },
