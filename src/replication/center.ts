@@ -142,9 +142,20 @@ export class Center {
     const server = createServer((_, response) => response.writeHead(426).end('replication speaks WebSocket\n'));
     // What followers send is small (hello, acks, forwarded writes of one request): a small bound.
     const wss = new WebSocketServer({ server, path: REPLICATION_PATH, maxPayload: FOLLOWER_FRAME_BYTES_MAX });
+    // ws re-emits the HTTP server's errors on itself: without a listener a port already in use
+    // would crash the process instead of failing the start below with a reason.
+    wss.on('error', (error) => options.on_event?.('replication server error', { center: cluster.center, error: error.message }));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(cluster.replication_port, cluster.replication_host, () => resolve());
+      const failed = (error: NodeJS.ErrnoException): void => {
+        coordinator.abandon();
+        const why = error.code === 'EADDRINUSE' ? 'the address is in use (another process, or another center, listens there)' : error.message;
+        reject(new Error(`cannot listen for replication on ${cluster.replication_host}:${cluster.replication_port}: ${why}; free it or choose another --replication-port`));
+      };
+      server.once('error', failed);
+      server.listen(cluster.replication_port, cluster.replication_host, () => {
+        server.off('error', failed);
+        resolve();
+      });
     });
     const center = new Center(options, coordinator, server, wss, state);
     try {

@@ -14,15 +14,22 @@ export interface TestEtcd {
 
 export const ETCD_BINARY = process.env.KEEL_ETCD ?? 'etcd';
 
+/**
+ * A port free now, below the kernel's ephemeral range (32768-60999 here): a test that kills a
+ * center and starts it again on the same port must not find it taken meanwhile as the local port
+ * of some outgoing connection, which the kernel picks from that range (it happened).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const bound = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-  });
+    if (bound) return port;
+  }
+  throw new Error('no free port found in 20000-31999');
 }
 
 export async function startEtcd(): Promise<TestEtcd> {
