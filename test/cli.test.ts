@@ -98,6 +98,28 @@ t.test('start prints the admin token once, serves, refuses a second start, stops
   t.equal((await again.exited).code, 0, 'SIGINT: exit 0');
 });
 
+t.test('a reader of its output that went away (EPIPE) does not stop the engine: SIGTERM still drains, exit 0', async (t) => {
+  const data = join(tempDir(t), 'data');
+  const server = await startServer(data);
+  t.teardown(() => {
+    if (server.child.exitCode === null) server.child.kill('SIGKILL');
+  });
+  const token = TOKEN_RE.exec(server.out.stdout)?.[0] as string;
+  // Close our end of its stdout: its next write there ("SIGTERM: stopping") fails with EPIPE.
+  server.child.stdout?.destroy();
+  const [, created] = await oneRequest(server.url, token, { op: 'create_accounts', accounts: [{ id: 1, ledger: 1, code: 1 }] });
+  t.same(created.status, [0], 'still serving');
+  server.child.kill('SIGTERM');
+  const done = await server.exited;
+  t.equal(done.code, 0, 'exit 0 after the drain');
+  t.notMatch(done.stderr, /EPIPE|Unhandled 'error'/, 'no crash on the broken pipe');
+  const again = await startServer(data);
+  const [, lookup] = await oneRequest(again.url, token, { op: 'lookup_accounts', ids: [1] });
+  t.equal((lookup.accounts as unknown[]).length, 1, 'what it acknowledged is there after the restart');
+  again.child.kill('SIGTERM');
+  t.equal((await again.exited).code, 0);
+});
+
 t.test('token create, list, revoke', async (t) => {
   const data = tempDir(t);
   const created = await keel(['token', 'create', 'teller', '--scopes', 'ledger:read,ledger:write', '--data', data]);

@@ -6,6 +6,18 @@ export interface Io {
   err(line: string): void;
 }
 
+/**
+ * A reader of stdout or stderr that went away (a supervisor's or log shipper's pipe, `| head`)
+ * makes the next write fail with EPIPE, emitted as an 'error' that, unheard, would kill the
+ * process: a running engine in the middle of a drain. Output that cannot be delivered is dropped;
+ * the engine's logs and exit code still tell what happened.
+ */
+export function keepStdioErrorsFromKilling(): void {
+  // Always our own listener, even if one is there: a stream piped into stdout listens for 'error'
+  // too, but only to unpipe and emit the error again when nobody else listens (seen here).
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+}
+
 export const processIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),

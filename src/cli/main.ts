@@ -1,7 +1,7 @@
 // The `keel` command: parse, dispatch, exit with the command's code.
 
 import { parseCommand, USAGE } from './args.ts';
-import { processIo } from './io.ts';
+import { keepStdioErrorsFromKilling, processIo } from './io.ts';
 import { EXIT_FAILED, EXIT_OK, runStart } from './start.ts';
 import { runToken } from './token.ts';
 import { runLog } from './log.ts';
@@ -9,6 +9,7 @@ import { runStatus } from './status.ts';
 import { runClusterStatus } from './cluster.ts';
 
 async function main(argv: string[]): Promise<number> {
+  keepStdioErrorsFromKilling();
   const parsed = parseCommand(argv, process.env);
   if (!parsed.ok) {
     processIo.err(`keel: ${parsed.message}`);

@@ -166,6 +166,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
         port: args.metrics_port,
         main: metrics.registry,
         workers: () => engine.shardMetrics(),
+        on_error: (error) => logger.error({ err: error.message }, 'metrics server error'),
       });
     } catch (error) {
       await gateway.close();

@@ -12,6 +12,8 @@ export interface MetricsServerOptions {
   port: number;
   main: Registry;
   workers: () => Promise<MetricsJson[]>;
+  /** An error of the listening server (the engine logs it and serves on). */
+  on_error?: (error: Error) => void;
 }
 
 export interface MetricsServer {
@@ -52,6 +54,9 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       resolve();
     });
   });
+  // Listening, an accept can still fail (ENFILE, ENOBUFS): unheard, that 'error' would stop the
+  // engine over its metrics. The scrape fails instead, and the alert on absent metrics fires.
+  server.on('error', (error) => options.on_error?.(error));
   const port = (server.address() as AddressInfo).port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   return {
