@@ -296,7 +296,18 @@ export class Coordinator {
   /** Calls `listener` with each new state of the group; returns a function that stops watching. */
   async watch(group: number, listener: (state: GroupState) => void): Promise<() => Promise<void>> {
     const watcher = await this.client.watch().key(this.key(group, 'state')).create();
-    watcher.on('put', (kv) => listener(parseState(kv.value.toString())));
+    // A state that does not parse, or a watch etcd cancels, must not become an uncaught exception
+    // (etcd3 rethrows a listener's error outside any promise): skip it; the next put is read again.
+    watcher.on('error', () => {});
+    watcher.on('put', (kv) => {
+      let state: GroupState;
+      try {
+        state = parseState(kv.value.toString());
+      } catch {
+        return;
+      }
+      listener(state);
+    });
     return () => watcher.cancel();
   }
 
