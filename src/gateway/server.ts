@@ -174,6 +174,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     const remote = `${(socket as Socket).remoteAddress ?? '?'}:${(socket as Socket).remotePort ?? '?'}`;
     wss.handleUpgrade(req, socket, head, (ws) => {
       if (draining) {
+        // No Session listens on this socket: a bad frame during the close must not go unheard.
+        ws.on('error', () => ws.terminate());
         ws.close(CloseCode.going_away, 'server shutting down');
         return;
       }

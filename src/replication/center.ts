@@ -143,8 +143,9 @@ export class Center {
     // What followers send is small (hello, acks, forwarded writes of one request): a small bound.
     const wss = new WebSocketServer({ server, path: REPLICATION_PATH, maxPayload: FOLLOWER_FRAME_BYTES_MAX });
     // ws re-emits the HTTP server's errors on itself: without a listener a port already in use
-    // would crash the process instead of failing the start below with a reason.
-    wss.on('error', (error) => options.on_event?.('replication server error', { center: cluster.center, error: error.message }));
+    // would crash the process instead of failing the start below with a reason. (The server's
+    // own listeners below report them.)
+    wss.on('error', () => {});
     await new Promise<void>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException): void => {
         coordinator.abandon();
@@ -154,6 +155,8 @@ export class Center {
       server.once('error', failed);
       server.listen(cluster.replication_port, cluster.replication_host, () => {
         server.off('error', failed);
+        // Also heard once ws stops forwarding the server's errors (wss.close() at shutdown).
+        server.on('error', (error) => options.on_event?.('replication server error', { center: cluster.center, error: error.message }));
         resolve();
       });
     });
