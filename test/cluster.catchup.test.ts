@@ -36,7 +36,7 @@ t.test('a killed follower and a wiped follower catch up from the leader and rejo
   await sleep(1_000);
 
   await cluster.kill(first);
-  const shrunk = await cluster.waitIsr(2);
+  const shrunk = await cluster.waitIsr(2, 30_000, [first]);
   t.notOk(shrunk.isr.includes(first), `the killed follower ${first} left the in-sync set`);
   const acked_while_down = bank.count_by('acked');
   await sleep(1_500);
@@ -47,7 +47,7 @@ t.test('a killed follower and a wiped follower catch up from the leader and rejo
   t.equal(back.leader, leader, 'leadership did not move');
 
   await cluster.kill(second);
-  await cluster.waitIsr(2);
+  await cluster.waitIsr(2, 30_000, [second]);
   // Wiped: everything but the tokens file (an operator restoring a machine from nothing).
   for (const entry of readdirSync(cluster.center(second).data)) if (entry !== TOKENS_FILE) rmSync(join(cluster.center(second).data, entry), { recursive: true, force: true });
   await sleep(1_000);

@@ -23,7 +23,7 @@ t.test('a follower behind a pruned log rebuilds from the leader\'s checkpoint an
   const load = bank.run({ lanes: 2, batch: 10, stop: () => stop });
   await sleep(500);
   await cluster.kill(away);
-  await cluster.waitIsr(2);
+  await cluster.waitIsr(2, 30_000, [away]);
   await sleep(3_000); // many entries: many checkpoints, and the log pruned behind them
   // The rebuild itself runs without new writes: with only 8 entries kept behind each checkpoint,
   // writes during it would prune past the copy before the follower could continue from it (with
