@@ -5,8 +5,7 @@
 
 import t from 'tap';
 import { Engine } from '../src/shard/engine.ts';
-import { Worker } from 'node:worker_threads';
-import { HEAP_CLEAR_GAP_FRACTION, HEAP_FULL_FRACTION, INITIAL_OLD_SPACE_MB_MAX, STATE_BYTES_PER_EVENT, configureShardHeap, fullMark, initialOldSpaceMb, nextFull } from '../src/shard/memory.ts';
+import { HEAP_CLEAR_GAP_FRACTION, HEAP_FULL_FRACTION, STATE_BYTES_PER_EVENT, fullMark, nextFull } from '../src/shard/memory.ts';
 import { encodeAccountBatch, encodeTransferBatch } from '../src/storage/codec.ts';
 import { CreateTransferStatus, type TransferInput } from '../src/ledger/types.ts';
 import { account, transfer } from './support/builders.ts';
@@ -25,37 +24,6 @@ t.test('the marks: room for the queue, at most 80% of the limit, and a gap befor
   t.ok(nextFull(true, mark - 1, mark, limit), 'just under the mark a full shard stays full');
   t.notOk(nextFull(true, mark - limit * HEAP_CLEAR_GAP_FRACTION - 1, mark, limit), 'it clears a tenth of the limit lower');
   t.throws(() => fullMark(0, 1), RangeError);
-});
-
-t.test('a shard worker starts with half its full mark as old generation (at most 1 GiB)', async (t) => {
-  t.equal(initialOldSpaceMb(4096, 131_040), INITIAL_OLD_SPACE_MB_MAX, 'a large heap: the cap');
-  t.equal(initialOldSpaceMb(1024, 0), Math.floor((1024 * 0.8) / 2));
-  t.equal(initialOldSpaceMb(256, 131_040), Math.floor((256 - 131_040 / 1024 - 16) / 2), 'a small heap: half of what the queue leaves');
-  t.equal(initialOldSpaceMb(64, 131_040), 0, 'a heap too small for the queue: V8 decides');
-  t.throws(() => initialOldSpaceMb(0, 1), RangeError);
-  for (const limit_mb of [128, 256, 512, 1024, 4096, 16384]) {
-    t.ok(initialOldSpaceMb(limit_mb, 131_040) * MiB <= Math.max(0, fullMark(limit_mb * MiB, 131_040)) / 2, `${limit_mb} MiB: the first major collection measures well before the full mark`);
-  }
-  // The flag must reach worker isolates created after it is set: a worker retaining ~150 MiB of
-  // small objects then runs no major collection (with V8's default start it runs some).
-  configureShardHeap(4096, 131_040);
-  const source = `
-    const { parentPort } = require('node:worker_threads');
-    const { PerformanceObserver, constants } = require('node:perf_hooks');
-    let majors = 0;
-    new PerformanceObserver((list) => { for (const e of list.getEntries()) if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++; }).observe({ entryTypes: ['gc'] });
-    const kept = [];
-    for (let i = 0; i < 2000000; i++) kept.push({ id: BigInt(i) << 20n, n: i });
-    setTimeout(() => parentPort.postMessage({ majors, kept: kept.length }), 20);
-  `;
-  const worker = new Worker(source, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 4096 } });
-  const reply = await new Promise<{ majors: number; kept: number }>((resolve, reject) => {
-    worker.once('message', resolve);
-    worker.once('error', reject);
-  });
-  await worker.terminate();
-  t.equal(reply.kept, 2_000_000);
-  t.equal(reply.majors, 0, 'no major collection while the state grew');
 });
 
 t.test('a shard filled to its memory mark refuses writes (busy), keeps every acknowledged one, refuses from its first request after a restart, and takes writes again with more memory', async (t) => {

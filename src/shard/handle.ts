@@ -20,7 +20,6 @@ import {
 import type { MetricsJson } from '../metrics/shard.ts';
 import { IdFilter } from './idfilter.ts';
 import { StallClock, checkIntervalMs } from './watchdog.ts';
-import { configureShardHeap } from './memory.ts';
 import type { GroupEntryWire } from './messages.ts';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../../workers/shard.mjs', import.meta.url));
@@ -127,7 +126,6 @@ export class ShardHandle {
       queue_events_max: options.queue_events_max,
       heartbeat: new SharedArrayBuffer(4),
     };
-    configureShardHeap(options.heap_mb, options.queue_events_max);
     const worker = new Worker(WORKER_ENTRY, options.heap_mb === undefined ? { workerData: data } : { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heap_mb } });
     const handle = new ShardHandle(options, worker, data.heartbeat);
     return new Promise((resolve, reject) => {

@@ -23,33 +23,6 @@ export const STATE_BYTES_PER_EVENT = 1024;
 /** Garbage and an id table's growth between two collections, beyond the queue. */
 const SLACK_BYTES = 16 * 2 ** 20;
 
-/**
- * The old generation a shard worker starts with: half its full mark, at most this. A shard's
- * state only grows (every transfer stays in memory), and V8 starts an isolate's old generation
- * small and grows it by collecting: each major collection marks the whole state again (on the
- * shard's thread and V8's helper threads) to free little, and while a shard fills they come
- * one after another. Starting larger skips the collections of that growth; past the starting
- * size V8's own schedule applies. Half the full mark keeps the memory guard's measurements: the
- * first major collection comes well before the mark.
- */
-export const INITIAL_OLD_SPACE_MB_MAX = 1024;
-
-/** The old generation's starting size (0: V8's default) for a shard with this limit and queue bound. */
-export function initialOldSpaceMb(limit_mb: number, queue_events: number): number {
-  const half_mark_mb = Math.floor(fullMark(limit_mb * 2 ** 20, queue_events) / 2 / 2 ** 20);
-  return Math.max(0, Math.min(INITIAL_OLD_SPACE_MB_MAX, half_mark_mb));
-}
-
-/**
- * Sets the starting old generation of shard workers started from now on. V8 reads the flag when
- * an isolate is created, for every isolate of the process (the main thread's exists already).
- * Without a limit of their own, workers get the process's.
- */
-export function configureShardHeap(limit_mb: number | undefined, queue_events: number): void {
-  const limit = limit_mb ?? Math.floor(getHeapStatistics().heap_size_limit / 2 ** 20);
-  setFlagsFromString(`--initial-old-space-size=${initialOldSpaceMb(limit, queue_events)}`);
-}
-
 /** The old-generation spaces: where state lives once it survives a collection. */
 const OLD_SPACES = new Set(['old_space', 'code_space', 'large_object_space', 'code_large_object_space']);
 
