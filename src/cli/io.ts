@@ -9,13 +9,21 @@ export interface Io {
 /**
  * A reader of stdout or stderr that went away (a supervisor's or log shipper's pipe, `| head`)
  * makes the next write fail with EPIPE, emitted as an 'error' that, unheard, would kill the
- * process: a running engine in the middle of a drain. Output that cannot be delivered is dropped;
- * the engine's logs and exit code still tell what happened.
+ * process: a running engine in the middle of a drain. That output is dropped; the engine's exit
+ * code still tells how it ended. Any other failure to write stdout (a full disk under a redirect)
+ * is said once on stderr; one of stderr has nowhere left to be said.
  */
 export function keepStdioErrorsFromKilling(): void {
+  let said = false;
+  const gone = (error: NodeJS.ErrnoException): boolean => error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED';
   // Always our own listener, even if one is there: a stream piped into stdout listens for 'error'
   // too, but only to unpipe and emit the error again when nobody else listens (seen here).
-  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (gone(error) || said) return;
+    said = true;
+    process.stderr.write(`keel: cannot write to stdout (${error.code ?? error.message}); its output is lost from here on\n`);
+  });
+  process.stderr.on('error', () => {});
 }
 
 export const processIo: Io = {

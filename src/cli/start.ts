@@ -107,6 +107,7 @@ export async function runStart(args: StartArgs, io: Io): Promise<number> {
           lag_max_ms: cluster.lag_max_ms,
         },
         on_event: (event, fields) => logger.info(fields, event),
+        on_error: (event, fields) => logger.error(fields, event),
         on_fatal: (message) => {
           // The engine's state is not what the cluster needs: a restart recovers from the log.
           logger.error({ reason: message }, 'center stopped');

@@ -47,6 +47,8 @@ export interface CenterOptions {
   engine: Omit<EngineOptions, 'replication'>;
   cluster: ClusterOptions;
   on_event?: (event: string, fields: Record<string, unknown>) => void;
+  /** An error of the replication server once listening (logged at error; the center serves on). */
+  on_error?: (event: string, fields: Record<string, unknown>) => void;
   /** How long a start keeps trying to reach etcd before it gives up. Default 60 s. */
   join_timeout_ms?: number;
   /** The center cannot go on (storage failed, etcd state malformed): exit and restart it. */
@@ -156,7 +158,7 @@ export class Center {
       server.listen(cluster.replication_port, cluster.replication_host, () => {
         server.off('error', failed);
         // Also heard once ws stops forwarding the server's errors (wss.close() at shutdown).
-        server.on('error', (error) => options.on_event?.('replication server error', { center: cluster.center, error: error.message }));
+        server.on('error', (error) => options.on_error?.('replication server error', { center: cluster.center, error: error.message }));
         resolve();
       });
     });

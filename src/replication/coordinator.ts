@@ -296,8 +296,9 @@ export class Coordinator {
   /** Calls `listener` with each new state of the group; returns a function that stops watching. */
   async watch(group: number, listener: (state: GroupState) => void): Promise<() => Promise<void>> {
     const watcher = await this.client.watch().key(this.key(group, 'state')).create();
-    // A state that does not parse, or a watch etcd cancels, must not become an uncaught exception
-    // (etcd3 rethrows a listener's error outside any promise): skip it; the next put is read again.
+    // A state that does not parse must not become an uncaught exception (etcd3 rethrows a
+    // listener's error outside any promise): it is skipped, and the next put is read. A watch that
+    // etcd cancels (after a compaction) ends: no error is thrown, and no change is heard after it.
     watcher.on('error', () => {});
     watcher.on('put', (kv) => {
       let state: GroupState;

@@ -2,7 +2,7 @@
 // free ports with a temp data directory and removed afterwards. README and .ci/run install it.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,22 +14,43 @@ export interface TestEtcd {
 
 export const ETCD_BINARY = process.env.KEEL_ETCD ?? 'etcd';
 
+/** The kernel's range for the local ports of outgoing connections (Linux; a common default otherwise). */
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high) && low > 0 && high >= low) return [low, high];
+  } catch {
+    // not Linux
+  }
+  return [32768, 60999];
+}
+
+const handed_out = new Set<number>();
+
 /**
- * A port free now, below the kernel's ephemeral range (32768-60999 here): a test that kills a
- * center and starts it again on the same port must not find it taken meanwhile as the local port
- * of some outgoing connection, which the kernel picks from that range (it happened).
+ * A port free now, outside the kernel's ephemeral range, not handed out before by this process: a
+ * test that kills a center and starts it again on the same port must not find it taken meanwhile
+ * as the local port of some outgoing connection, which the kernel picks from that range (it
+ * happened).
  */
 export async function freePort(): Promise<number> {
+  const [low] = ephemeralRange();
+  const base = low > 12_000 ? Math.max(1_024, low - 12_000) : 1_024;
+  const span = Math.max(1, low - base);
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const port = base + Math.floor(Math.random() * span);
+    if (handed_out.has(port)) continue;
     const bound = await new Promise<boolean>((resolve) => {
       const server = createServer();
       server.once('error', () => resolve(false));
       server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
     });
-    if (bound) return port;
+    if (bound) {
+      handed_out.add(port);
+      return port;
+    }
   }
-  throw new Error('no free port found in 20000-31999');
+  throw new Error(`no free port found below the ephemeral range (${low})`);
 }
 
 export async function startEtcd(): Promise<TestEtcd> {
