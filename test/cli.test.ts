@@ -2,7 +2,7 @@
 
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr, Unpackr } from 'msgpackr';
@@ -118,6 +118,20 @@ t.test('a reader of its output that went away (EPIPE) does not stop the engine: 
   t.equal((lookup.accounts as unknown[]).length, 1, 'what it acknowledged is there after the restart');
   again.child.kill('SIGTERM');
   t.equal((await again.exited).code, 0);
+});
+
+t.test('output that cannot be written (a full disk under a redirect) is said on stderr and fails the command', async (t) => {
+  const data = join(tempDir(t), 'data');
+  const full = openSync('/dev/full', 'w');
+  t.teardown(() => closeSync(full));
+  const child = spawn(process.execPath, ['--import=tsx', MAIN, 'token', 'create', 'teller', '--scopes', 'ledger:read', '--data', data], {
+    cwd: ROOT,
+    stdio: ['ignore', full, 'pipe'],
+  });
+  const done = await finished(child, { stdout: '', stderr: '' });
+  t.equal(done.code, 1, 'not exit 0: the secret was printed nowhere');
+  t.match(done.stderr, 'keel: cannot write to stdout (ENOSPC)');
+  t.equal(done.stderr.split('cannot write to stdout').length, 2, 'said once');
 });
 
 t.test('token create, list, revoke', async (t) => {

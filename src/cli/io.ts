@@ -14,16 +14,27 @@ export interface Io {
  * is said once on stderr; one of stderr has nowhere left to be said.
  */
 export function keepStdioErrorsFromKilling(): void {
-  let said = false;
-  const gone = (error: NodeJS.ErrnoException): boolean => error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED';
   // Always our own listener, even if one is there: a stream piped into stdout listens for 'error'
   // too, but only to unpipe and emit the error again when nobody else listens (seen here).
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (gone(error) || said) return;
-    said = true;
-    process.stderr.write(`keel: cannot write to stdout (${error.code ?? error.message}); its output is lost from here on\n`);
+    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
+    reportStdoutFailure(error.code ?? error.message);
   });
   process.stderr.on('error', () => {});
+}
+
+let stdout_failure: string | null = null;
+
+/** Why stdout could not be written (said on stderr, once), or null. */
+export function stdoutFailure(): string | null {
+  return stdout_failure;
+}
+
+/** Says once on stderr that stdout cannot be written. */
+export function reportStdoutFailure(reason: string): void {
+  if (stdout_failure !== null) return;
+  stdout_failure = reason;
+  process.stderr.write(`keel: cannot write to stdout (${reason}); its output is lost\n`);
 }
 
 export const processIo: Io = {
