@@ -17,24 +17,36 @@ export function keepStdioErrorsFromKilling(): void {
   // Always our own listener, even if one is there: a stream piped into stdout listens for 'error'
   // too, but only to unpipe and emit the error again when nobody else listens (seen here).
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
-    reportStdoutFailure(error.code ?? error.message);
+    if (!readerGone(error)) reportStdoutFailure(error);
   });
   process.stderr.on('error', () => {});
 }
 
-let stdout_failure: string | null = null;
-
-/** Why stdout could not be written (said on stderr, once), or null. */
-export function stdoutFailure(): string | null {
-  return stdout_failure;
+/**
+ * Waits until what was written to stdout is handed to the system; a command whose output failed
+ * to arrive (a full disk under a redirect) exits 1, not 0: it may have printed a secret once (a
+ * new token). A reader gone away is not that.
+ */
+export function flushStdout(code: number): Promise<number> {
+  return new Promise((resolve) => {
+    process.stdout.write('', (error?: Error | null) => {
+      if (error !== null && error !== undefined && !readerGone(error)) reportStdoutFailure(error);
+      resolve(stdout_failed && code === 0 ? 1 : code);
+    });
+  });
 }
 
+function readerGone(error: NodeJS.ErrnoException): boolean {
+  return error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED';
+}
+
+let stdout_failed = false;
+
 /** Says once on stderr that stdout cannot be written. */
-export function reportStdoutFailure(reason: string): void {
-  if (stdout_failure !== null) return;
-  stdout_failure = reason;
-  process.stderr.write(`keel: cannot write to stdout (${reason}); its output is lost\n`);
+function reportStdoutFailure(error: NodeJS.ErrnoException): void {
+  if (stdout_failed) return;
+  stdout_failed = true;
+  process.stderr.write(`keel: cannot write to stdout (${error.code ?? error.message}); its output is lost\n`);
 }
 
 export const processIo: Io = {

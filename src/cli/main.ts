@@ -1,7 +1,7 @@
 // The `keel` command: parse, dispatch, exit with the command's code.
 
 import { parseCommand, USAGE } from './args.ts';
-import { keepStdioErrorsFromKilling, processIo, reportStdoutFailure, stdoutFailure } from './io.ts';
+import { flushStdout, keepStdioErrorsFromKilling, processIo } from './io.ts';
 import { EXIT_FAILED, EXIT_OK, runStart } from './start.ts';
 import { runToken } from './token.ts';
 import { runLog } from './log.ts';
@@ -31,23 +31,6 @@ async function main(argv: string[]): Promise<number> {
     case 'cluster':
       return runClusterStatus(command.args, processIo);
   }
-}
-
-/**
- * Waits until what was written to stdout is handed to the system, and reports a write that
- * failed: a command that prints something once (a new token's secret) must not exit 0 when the
- * output never arrived (a full disk under a redirect). A reader gone away (EPIPE) is not that.
- */
-function flushStdout(code: number): Promise<number> {
-  return new Promise((resolve) => {
-    process.stdout.write('', (error?: Error | null) => {
-      const code_of = (error as NodeJS.ErrnoException | null | undefined)?.code;
-      const failed = stdoutFailure() !== null || (error !== null && error !== undefined && code_of !== 'EPIPE' && code_of !== 'ERR_STREAM_DESTROYED');
-      if (!failed) return resolve(code);
-      reportStdoutFailure(code_of ?? error?.message ?? 'unknown error');
-      resolve(code === EXIT_OK ? EXIT_FAILED : code);
-    });
-  });
 }
 
 main(process.argv.slice(2)).then(flushStdout).then(

@@ -162,26 +162,26 @@ export class Engine {
     try {
       checkLayout(options.data_dir, options.shards);
       starts = Array.from({ length: options.shards }, (_, index) =>
-          ShardHandle.start({
-            index,
-            dir: join(options.data_dir, `shard-${index}`),
-            shard_count: options.shards,
-            feed_retention_ms: options.feed_retention_ms ?? 0,
-            queue_events_max: options.queue_events_max,
-            heap_mb: options.shard_heap_mb,
-            stall_ms: options.shard_stall_ms ?? 0,
-            on_memory: options.on_memory,
-            role: options.replication?.role ?? 'single',
-            epoch: options.replication?.epoch ?? 1,
-            on_entries: options.replication?.on_entries,
-            on_replica: options.replication?.on_replica,
-            on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
-            on_due: (shard, kind) => engine.onDue(shard, kind),
-            on_failed: (shard, message) => engine.onShardFailed(shard, message),
-          }).then((value) => {
-            engine.handles[index] = value.handle;
-            return value;
-          }),
+        ShardHandle.start({
+          index,
+          dir: join(options.data_dir, `shard-${index}`),
+          shard_count: options.shards,
+          feed_retention_ms: options.feed_retention_ms ?? 0,
+          queue_events_max: options.queue_events_max,
+          heap_mb: options.shard_heap_mb,
+          stall_ms: options.shard_stall_ms ?? 0,
+          on_memory: options.on_memory,
+          role: options.replication?.role ?? 'single',
+          epoch: options.replication?.epoch ?? 1,
+          on_entries: options.replication?.on_entries,
+          on_replica: options.replication?.on_replica,
+          on_group_read: (shard, gid, read_set) => engine.onGroupRead(shard, gid, read_set),
+          on_due: (shard, kind) => engine.onDue(shard, kind),
+          on_failed: (shard, message) => engine.onShardFailed(shard, message),
+        }).then((value) => {
+          engine.handles[index] = value.handle;
+          return value;
+        }),
       );
       const started = await Promise.all(starts);
       for (const value of started) {
